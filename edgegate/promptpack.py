@@ -1,0 +1,425 @@
+"""Load and verify a PromptPack: a versioned evaluation set with a hashed manifest.
+
+A pack is a directory holding ``manifest.yaml``, one JSONL file of samples per
+split and the files those samples name. The manifest lists the sha256 of every
+other file in the pack, so the manifest's own hash (``PromptPack.digest``) pins
+the whole pack: two runs with the same digest scored the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgegate.errors import PackIntegrityError, SpecError, UnknownNameError
+from edgegate.scorers import scorer_names, unknown_scorer_message
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.yaml"
+_HASH_CHUNK = 1 << 20
+
+
+class Modality(str, Enum):
+    VISION = "vision"
+
+
+class Task(str, Enum):
+    DETECTION = "detection"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    kind: Literal["image"]
+    color: Literal["RGB"]
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    dtype: Literal["uint8"]
+
+
+class SplitSpec(_Strict):
+    samples: str
+    count: int = Field(ge=0)
+
+
+class SourceSpec(_Strict):
+    name: str
+    role: Literal["person", "background"]
+    package: str
+    loader: str
+    license: str
+    attribution: str
+
+
+class BuildSpec(_Strict):
+    script: str
+    seed: int
+    args: dict[str, Any] = Field(default_factory=dict)
+    environment: dict[str, str] = Field(default_factory=dict)
+
+
+class PackManifest(_Strict):
+    name: str = Field(min_length=1)
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    modality: Modality
+    task: Task
+    description: str
+    input: InputSpec
+    splits: dict[str, SplitSpec] = Field(min_length=1)
+    scorers: list[str] = Field(min_length=1)
+    classes: list[str] = Field(min_length=1)
+    sources: list[SourceSpec] = Field(default_factory=list)
+    build: BuildSpec | None = None
+    files: dict[str, str] = Field(min_length=1)
+
+
+class DetectionRecord(_Strict):
+    """One line of a detection split's JSONL file."""
+
+    id: str = Field(min_length=1)
+    image: str
+    boxes: list[tuple[float, float, float, float]]
+    source: list[str] = Field(default_factory=list)
+    background: str | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    split: str
+    image_path: Path  # absolute
+    target: dict[str, Any]  # detection: {"boxes": np.ndarray (N, 4) float32, x1 y1 x2 y2 pixels}
+    sha256: str  # of the image file, from the manifest
+
+    def load_image(self) -> np.ndarray:
+        """The image as an HxWx3 uint8 RGB array."""
+        with Image.open(self.image_path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class PromptPack:
+    """A loaded pack. Build it with :func:`load_promptpack`."""
+
+    def __init__(
+        self,
+        root: Path,
+        manifest_path: Path,
+        manifest: PackManifest,
+        digest: str,
+        samples_by_split: dict[str, list[Sample]],
+    ) -> None:
+        self.root = root
+        self.manifest_path = manifest_path
+        self.manifest = manifest
+        self.digest = digest
+        self._samples = samples_by_split
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def modality(self) -> Modality:
+        return self.manifest.modality
+
+    @property
+    def task(self) -> Task:
+        return self.manifest.task
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.manifest.splits)
+
+    def _split(self, split: str) -> list[Sample]:
+        if split not in self._samples:
+            raise UnknownNameError(
+                f"pack '{self.name}' has no split '{split}'; splits: {', '.join(self.splits)}"
+            )
+        return self._samples[split]
+
+    def samples(self, split: str, limit: int | None = None) -> list[Sample]:
+        """The split's samples in file order; ``limit`` keeps the first ``limit``."""
+        samples = self._split(split)
+        if limit is None:
+            return list(samples)
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        return samples[:limit]
+
+    def split_digest(self, split: str) -> str:
+        """sha256 over the split's samples file hash, then each sample's id and image hash."""
+        samples = self._split(split)
+        samples_file = self.manifest.splits[split].samples
+        digest = hashlib.sha256()
+        digest.update(f"{samples_file}\t{self.manifest.files[samples_file]}\n".encode())
+        for sample in samples:
+            digest.update(f"{sample.id}\t{sample.sha256}\n".encode())
+        return f"sha256:{digest.hexdigest()}"
+
+    def __repr__(self) -> str:
+        return f"PromptPack({self.name!r}, version={self.version!r}, digest={self.digest[:19]}...)"
+
+
+# --- YAML line numbers ------------------------------------------------------------
+
+
+def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest node on ``loc`` that exists in the composed YAML."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
+                    # An unknown key is reported at its own line; a bad value at the value's.
+                    line = k.start_mark.line + 1
+                    node = v
+                    if not isinstance(v, (yaml.MappingNode, yaml.SequenceNode)):
+                        line = v.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            if not 0 <= key < len(node.value):
+                return line
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _check_duplicate_keys(file: str, node: yaml.Node | None, path: str = "") -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            key = str(k.value)
+            field = f"{path}.{key}" if path else key
+            if key in seen:
+                raise SpecError(file, field, "duplicate key", line=k.start_mark.line + 1)
+            seen.add(key)
+            _check_duplicate_keys(file, v, field)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(file, item, f"{path}[{i}]")
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _pydantic_problem(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key; remove it or check its spelling"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return f"{err['msg']} (got {err.get('input')!r})"
+
+
+# --- loading ----------------------------------------------------------------------
+
+
+def _read_manifest(manifest_path: Path) -> tuple[PackManifest, bytes, yaml.Node | None]:
+    file = str(manifest_path)
+    try:
+        raw = manifest_path.read_bytes()
+    except OSError as exc:
+        raise SpecError(file, None, f"cannot read the manifest ({exc.strerror})") from exc
+    try:
+        text = raw.decode("utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise SpecError(file, None, "manifest is not UTF-8 text") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(
+            file, None, f"invalid YAML: {problem}", line=mark.line + 1 if mark else None
+        ) from exc
+    if not isinstance(data, dict):
+        raise SpecError(file, None, "the manifest must be a YAML mapping")
+    _check_duplicate_keys(file, node)
+    try:
+        manifest = PackManifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        raise SpecError(
+            file, _field_path(loc), _pydantic_problem(err), line=_node_line(node, loc)
+        ) from exc
+    return manifest, raw, node
+
+
+def _check_relative(file: str, field: str, rel: str, line: int | None) -> None:
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or "\\" in rel or not p.parts:
+        problem = f"path '{rel}' must be relative to the pack and stay inside it"
+        raise SpecError(file, field, problem, line)
+
+
+def _validate_manifest(file: str, manifest: PackManifest, node: yaml.Node | None) -> None:
+    known = set(scorer_names())
+    for i, scorer in enumerate(manifest.scorers):
+        if scorer not in known:
+            line = _node_line(node, ("scorers", i))
+            raise SpecError(file, f"scorers[{i}]", unknown_scorer_message(scorer), line)
+    for rel, digest in manifest.files.items():
+        line = _node_line(node, ("files", rel))
+        _check_relative(file, f"files.{rel}", rel, line)
+        if not _is_sha256(digest):
+            raise SpecError(file, f"files.{rel}", f"'{digest}' is not a sha256 hex digest", line)
+    for split, spec in manifest.splits.items():
+        field = f"splits.{split}.samples"
+        line = _node_line(node, ("splits", split, "samples"))
+        _check_relative(file, field, spec.samples, line)
+        if spec.samples not in manifest.files:
+            raise PackIntegrityError(
+                f"{file}: {field}: '{spec.samples}' is not listed in files; rebuild the pack"
+            )
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _verify_files(file: str, root: Path, manifest: PackManifest) -> None:
+    for rel, expected in manifest.files.items():
+        path = root / rel
+        if not path.is_file():
+            raise PackIntegrityError(
+                f"{file}: files.{rel}: listed in the manifest but missing; "
+                "rebuild the pack or restore the file"
+            )
+        actual = sha256_file(path)
+        if actual != expected:
+            raise PackIntegrityError(
+                f"{file}: files.{rel}: sha256 mismatch (manifest {expected[:6]}..., "
+                f"file {actual[:6]}...); rebuild the pack or restore the file"
+            )
+
+
+def _load_split(
+    manifest_path: Path, root: Path, manifest: PackManifest, split: str, node: yaml.Node | None
+) -> list[Sample]:
+    file = str(manifest_path)
+    spec = manifest.splits[split]
+    samples_path = root / spec.samples
+    shown = str(manifest_path.parent / spec.samples)  # the path as the user gave it, for messages
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    lines = samples_path.read_text(encoding="utf-8").splitlines()
+    for lineno, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            data = json.loads(text)
+            record = DetectionRecord.model_validate(data)
+        except json.JSONDecodeError as exc:
+            raise SpecError(shown, None, f"invalid JSON: {exc.msg}", lineno) from exc
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise SpecError(
+                shown, _field_path(tuple(err["loc"])), _pydantic_problem(err), lineno
+            ) from exc
+        if record.id in seen:
+            raise SpecError(
+                shown, "id", f"duplicate id '{record.id}' (first on line {seen[record.id]})", lineno
+            )
+        seen[record.id] = lineno
+        _check_relative(shown, "image", record.image, lineno)
+        if record.image not in manifest.files:
+            raise PackIntegrityError(
+                f"{shown}:{lineno}: image: '{record.image}' is not listed in "
+                f"{file} files; rebuild the pack"
+            )
+        boxes = np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4)
+        for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+            if not (x2 > x1 and y2 > y1):
+                problem = f"box {[x1, y1, x2, y2]} needs x2 > x1 and y2 > y1"
+                raise SpecError(shown, f"boxes[{i}]", problem, lineno)
+        boxes.setflags(write=False)
+        samples.append(
+            Sample(
+                id=record.id,
+                split=split,
+                image_path=(root / record.image).resolve(),
+                target={"boxes": boxes},
+                sha256=manifest.files[record.image],
+            )
+        )
+    if len(samples) != spec.count:
+        raise SpecError(
+            file,
+            f"splits.{split}.count",
+            f"says {spec.count} samples but '{spec.samples}' has {len(samples)}",
+            _node_line(node, ("splits", split, "count")),
+        )
+    return samples
+
+
+def load_promptpack(path: str | Path, *, verify: bool = True) -> PromptPack:
+    """Load the pack at ``path`` (its directory or its manifest.yaml).
+
+    With ``verify`` every file listed in the manifest is hashed and compared;
+    without it only the manifest and the samples files are read.
+    """
+    path = Path(path)
+    if path.is_dir():
+        manifest_path = path / MANIFEST_NAME
+    elif path.name == MANIFEST_NAME or path.suffix in {".yaml", ".yml"}:
+        manifest_path = path
+    else:
+        raise SpecError(str(path), None, f"not a pack directory or its {MANIFEST_NAME}")
+    if not manifest_path.is_file():
+        problem = "manifest not found; is this a PromptPack directory?"
+        raise SpecError(str(manifest_path), None, problem)
+    file = str(manifest_path)
+    root = manifest_path.parent.resolve()
+
+    manifest, raw, node = _read_manifest(manifest_path)
+    _validate_manifest(file, manifest, node)
+    for split, spec in manifest.splits.items():
+        if not (root / spec.samples).is_file():
+            line = _node_line(node, ("splits", split, "samples"))
+            problem = f"file '{spec.samples}' not found"
+            raise SpecError(file, f"splits.{split}.samples", problem, line)
+    if verify:
+        _verify_files(file, root, manifest)
+    samples = {
+        split: _load_split(manifest_path, root, manifest, split, node) for split in manifest.splits
+    }
+    digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    logger.debug("loaded pack %s %s (%s)", manifest.name, manifest.version, digest)
+    return PromptPack(root, manifest_path, manifest, digest, samples)
