@@ -1,0 +1,164 @@
+"""The metric registry: every metric's name, unit, direction and kind, in one place.
+
+Compare, gates and reports read direction and unit from here; an unknown metric
+name is an error with a "did you mean" hint, never a guess.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from edgegate.errors import UnknownNameError
+
+
+class Direction(str, Enum):
+    """Which way is better for a metric."""
+
+    HIGHER = "higher"
+    LOWER = "lower"
+
+
+class Source(str, Enum):
+    """Where a number came from. Every measurement carries one."""
+
+    DEVICE = "device"
+    AIHUB_PROFILE = "aihub-profile"
+    HOST_EMULATOR = "host-emulator"
+    HOST_CPU = "host-cpu"
+    COMPUTED = "computed"  # scores, sizes, counts: the same wherever they are computed
+
+
+class MetricKind(str, Enum):
+    LATENCY = "latency"
+    MEMORY = "memory"
+    SIZE = "size"
+    QUALITY = "quality"
+    PLACEMENT = "placement"
+    TIME = "time"
+    LOSS = "loss"
+
+
+_TIMING_KINDS = frozenset({MetricKind.LATENCY, MetricKind.MEMORY, MetricKind.TIME})
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    unit: str
+    direction: Direction
+    kind: MetricKind
+    description: str
+
+    @property
+    def timing(self) -> bool:
+        """True when the value depends on where it was measured (latency, memory, time)."""
+        return self.kind in _TIMING_KINDS
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One number with its provenance. ``unit`` is only set when it differs from
+    the registry's or must be shown explicitly."""
+
+    value: float
+    source: Source
+    unit: str | None = None
+
+
+_REGISTRY: dict[str, MetricDef] = {}
+
+
+def format_suggestion(name: str, known: Iterable[str], *, n: int = 3) -> str:
+    """Return " (did you mean 'x'?)" for close matches of ``name``, or "" when none."""
+    matches = difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
+    if not matches:
+        return ""
+    quoted = [f"'{m}'" for m in matches]
+    if len(quoted) == 1:
+        alternatives = quoted[0]
+    else:
+        alternatives = ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f" (did you mean {alternatives}?)"
+
+
+def register_metric(defn: MetricDef) -> MetricDef:
+    """Add a metric to the registry. A second definition of the same name is a ValueError."""
+    if defn.name in _REGISTRY:
+        raise ValueError(f"metric '{defn.name}' is already registered")
+    _REGISTRY[defn.name] = defn
+    return defn
+
+
+def get_metric(name: str) -> MetricDef:
+    """Look a metric up by name; an unknown name raises UnknownNameError with a hint."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        pass
+    hint = format_suggestion(name, _REGISTRY)
+    if hint:
+        raise UnknownNameError(f"unknown metric '{name}'{hint}")
+    known = sorted(_REGISTRY)
+    shown = ", ".join(known[:8])
+    more = f", ... ({len(known)} in all)" if len(known) > 8 else ""
+    raise UnknownNameError(f"unknown metric '{name}' (known: {shown}{more})")
+
+
+def is_better(name: str, a: float, b: float) -> bool:
+    """True when ``a`` is strictly better than ``b`` for metric ``name``."""
+    if get_metric(name).direction is Direction.HIGHER:
+        return a > b
+    return a < b
+
+
+def all_metrics() -> list[MetricDef]:
+    """Every registered metric, sorted by name."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def _builtin(
+    name: str, unit: str, direction: Direction, kind: MetricKind, description: str
+) -> None:
+    register_metric(MetricDef(name, unit, direction, kind, description))
+
+
+_H, _L = Direction.HIGHER, Direction.LOWER
+
+# Quality scores, 0..1.
+_builtin("accuracy", "ratio", _H, MetricKind.QUALITY, "fraction of samples predicted correctly")
+_builtin("precision", "ratio", _H, MetricKind.QUALITY, "true positives / predicted positives")
+_builtin("recall", "ratio", _H, MetricKind.QUALITY, "true positives / actual positives")
+_builtin("f1", "ratio", _H, MetricKind.QUALITY, "harmonic mean of precision and recall")
+_builtin("map50", "ratio", _H, MetricKind.QUALITY, "mean average precision at IoU 0.5")
+_builtin(
+    "baseline_agreement",
+    "ratio",
+    _H,
+    MetricKind.QUALITY,
+    "fraction of samples where the candidate's output matches the FP32 baseline's",
+)
+# Losses.
+_builtin("loss", "", _L, MetricKind.LOSS, "mean loss over the evaluation split")
+_builtin("perplexity", "", _L, MetricKind.LOSS, "exp of the mean token cross-entropy")
+# Latency: per-inference, summarised by stats.summarize_latency.
+_builtin("inference_time_ms", "ms", _L, MetricKind.LATENCY, "median inference latency")
+_builtin("latency_min_ms", "ms", _L, MetricKind.LATENCY, "fastest inference")
+_builtin("latency_p90_ms", "ms", _L, MetricKind.LATENCY, "90th percentile inference latency")
+_builtin("latency_p99_ms", "ms", _L, MetricKind.LATENCY, "99th percentile inference latency")
+# One-off times.
+_builtin("load_time_ms", "ms", _L, MetricKind.TIME, "time to load the model on the target")
+_builtin("compile_time_ms", "ms", _L, MetricKind.TIME, "time to compile the model for the target")
+# Memory.
+_builtin("peak_memory_mb", "MB", _L, MetricKind.MEMORY, "peak memory during inference")
+_builtin("load_peak_memory_mb", "MB", _L, MetricKind.MEMORY, "peak memory while loading")
+# Sizes.
+_builtin("model_size_kb", "KB", _L, MetricKind.SIZE, "size of the model file")
+_builtin("model_size_mb", "MB", _L, MetricKind.SIZE, "size of the model file")
+_builtin("compiled_size_kb", "KB", _L, MetricKind.SIZE, "size of the compiled target model")
+# Op placement.
+_builtin("npu_fraction", "ratio", _H, MetricKind.PLACEMENT, "fraction of graph nodes on the NPU")
+_builtin("npu_nodes", "nodes", _H, MetricKind.PLACEMENT, "graph nodes placed on the NPU")
+_builtin("cpu_nodes", "nodes", _L, MetricKind.PLACEMENT, "graph nodes that fell back to the CPU")

@@ -1,0 +1,822 @@
+"""Schemas for pipeline and device YAML files, and loaders whose errors name the
+file, the field path and the YAML line.
+
+Paths inside a pipeline file (``evaluation.promptpack``, a graph's ``torchscript`` /
+``onnx``, a ``quantization.config`` .json) are kept in the model exactly as written,
+so ``config_digest`` does not depend on where the checkout lives. They are resolved
+against the pipeline file's directory (``PipelineSpec.base_dir``) by
+``PipelineSpec.resolve_path`` and the helpers built on it: ``promptpack_path``,
+``graph_path(name)`` and ``quantization_config_path``. Loading checks that each exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from edgegate.errors import GateExpressionError, InputError, SpecError, UnknownNameError
+from edgegate.gates import Gate, parse_gate
+from edgegate.metrics import format_suggestion
+
+HexagonArch = Literal["v66", "v68", "v69", "v73", "v75", "v79", "v81"]
+HtpArchNumber = Literal[66, 68, 69, 73, 75, 79, 81]
+AIMET_CONFIGS: tuple[str, ...] = ("default",) + tuple(
+    f"htp_{a}" for a in typing.get_args(HexagonArch)
+)
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+_GRAPH_PATTERN = r"^[a-z][a-z0-9_]*$"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_REF_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$")
+
+Name = Annotated[str, Field(pattern=_NAME_PATTERN)]
+GraphName = Annotated[str, Field(pattern=_GRAPH_PATTERN)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+_PATH_HINT = "paths are relative to the pipeline file"
+_PATTERN_HINTS = {
+    _NAME_PATTERN: "lower-case letters, digits, '-' and '_', starting with a letter or digit",
+    _GRAPH_PATTERN: "lower-case letters, digits and '_', starting with a letter",
+}
+
+
+class _FieldProblem(ValueError):
+    """A model-level check that belongs to one field: the loader appends ``field``
+    to the error's location so the message names it (and its line)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Spec(BaseModel):
+    # strict: YAML already types its scalars; "8" for an int is a mistake, not a hint.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _context_base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    base = ctx.get("base_dir")
+    return Path(base) if base is not None else Path.cwd()
+
+
+def _join(base: Path, value: str) -> Path:
+    return Path(os.path.normpath(base / value))
+
+
+def _check_ref(value: str | None) -> str | None:
+    if value is not None and not _REF_RE.match(value):
+        raise ValueError(f"expected 'package.module:attribute', got '{value}'")
+    return value
+
+
+def _check_file(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None:
+        return None
+    path = _join(_context_base_dir(info), value)
+    if not path.is_file():
+        what = "not a file" if path.exists() else "file not found"
+        raise ValueError(f"{what}: {path} ({_PATH_HINT})")
+    return value
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+class TensorSpec(_Spec):
+    name: Annotated[str, Field(min_length=1)]
+    shape: Annotated[list[PositiveInt], Field(min_length=1)]
+    dtype: Literal["float32"] = "float32"
+
+
+class GraphSpec(_Spec):
+    """One graph of a model; exactly one of factory / torchscript / onnx is its source."""
+
+    factory: str | None = None
+    factory_args: dict[str, Any] = Field(default_factory=dict)
+    torchscript: str | None = None
+    onnx: str | None = None
+    inputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    outputs: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_ref(cls, value: str | None) -> str | None:
+        return _check_ref(value)
+
+    @field_validator("torchscript", "onnx")
+    @classmethod
+    def _source_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_file(value, info)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GraphSpec:
+        given = [k for k in ("factory", "torchscript", "onnx") if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = " and ".join(given) if given else "none"
+            raise _FieldProblem(
+                None, f"set exactly one of factory, torchscript, onnx (found {found})"
+            )
+        if "factory_args" in self.model_fields_set and self.factory is None:
+            raise _FieldProblem("factory_args", "only used with factory; remove it")
+        names = [t.name for t in self.inputs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise _FieldProblem("inputs", f"duplicate input name '{dupes[0]}'")
+        return self
+
+    @property
+    def source_kind(self) -> Literal["factory", "torchscript", "onnx"]:
+        if self.factory is not None:
+            return "factory"
+        return "torchscript" if self.torchscript is not None else "onnx"
+
+
+class ModelSpec(_Spec):
+    adapter: str
+    adapter_options: dict[str, Any] = Field(default_factory=dict)
+    graphs: Annotated[dict[GraphName, GraphSpec], Field(min_length=1)]
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_ref(cls, value: str) -> str:
+        _check_ref(value)
+        return value
+
+
+class CalibrationSpec(_Spec):
+    split: str = "calibration"
+    samples: PositiveInt = 32
+
+
+class AdaRoundSpec(_Spec):
+    iterations: PositiveInt = 1000
+
+
+class QuantizationSpec(_Spec):
+    engine: Literal["aimet"] = "aimet"
+    # None: chosen from the device's arch (htp_vNN); see aimet_config_for.
+    config: str | None = None
+    scheme: Literal["tf_enhanced", "tf", "percentile"] = "tf_enhanced"
+    param_bw: Literal[4, 8, 16] = 8
+    output_bw: Literal[8, 16] = 8
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    bn_fold: bool = False
+    cle: bool = False
+    adaround: AdaRoundSpec | None = None
+    seed: NonNegativeInt = 0
+
+    @field_validator("adaround", mode="before")
+    @classmethod
+    def _adaround_bool(cls, value: Any) -> Any:
+        if value is False:
+            return None
+        if value is True:
+            return {}
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config_known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value in AIMET_CONFIGS:
+            return value
+        if value.endswith(".json"):
+            return _check_file(value, info)
+        raise ValueError(
+            f"expected {', '.join(AIMET_CONFIGS)} or a path to a .json file, got '{value}'"
+        )
+
+
+class BenchmarkSpec(_Spec):
+    warmup: NonNegativeInt = 5
+    repeats: PositiveInt = 50
+    min_seconds: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class EvaluationSpec(_Spec):
+    promptpack: str
+    split: str = "eval"
+    limit: PositiveInt | None = None
+    scorers: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+    @field_validator("promptpack")
+    @classmethod
+    def _pack_exists(cls, value: str, info: ValidationInfo) -> str:
+        path = _join(_context_base_dir(info), value)
+        if not path.is_dir():
+            what = "not a directory" if path.exists() else "directory not found"
+            raise ValueError(f"{what}: {path} ({_PATH_HINT})")
+        return value
+
+
+class GateSpec(_Spec):
+    expr: str
+    allow_host_timing: bool = False
+
+    @model_validator(mode="after")
+    def _parses(self) -> GateSpec:
+        try:
+            parse_gate(self.expr, allow_host_timing=self.allow_host_timing)
+        except GateExpressionError as exc:
+            raise ValueError(exc.message) from exc
+        return self
+
+    @property
+    def gate(self) -> Gate:
+        return parse_gate(self.expr, allow_host_timing=self.allow_host_timing)
+
+
+def _gate_item(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"expr": value}
+    if isinstance(value, dict):
+        return value
+    raise ValueError(
+        "expected a gate expression string or a mapping {expr: ..., allow_host_timing: ...}"
+    )
+
+
+class PipelineSpec(_Spec):
+    """A pipeline file. ``source_path`` is the path as given; ``base_dir`` is its
+    absolute directory, against which relative paths in the file resolve."""
+
+    name: Name
+    description: str | None = None
+    model: ModelSpec
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
+    device: Annotated[str, Field(min_length=1)]
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    evaluation: EvaluationSpec
+    gates: list[Annotated[GateSpec, BeforeValidator(_gate_item)]] = Field(default_factory=list)
+
+    _source_path: Path | None = PrivateAttr(default=None)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        ctx = context if isinstance(context, dict) else {}
+        if "source_path" in ctx:
+            self._source_path = Path(ctx["source_path"])
+        if "base_dir" in ctx:
+            self._base_dir = Path(ctx["base_dir"])
+        self._lines = dict(ctx.get("lines", {}))
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file as the caller named it; None for a spec built from a dict."""
+        return self._source_path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def resolve_path(self, value: str) -> Path:
+        """Absolute, normalised path of ``value`` relative to the pipeline's directory."""
+        return _join(self._base_dir, value)
+
+    @property
+    def promptpack_path(self) -> Path:
+        return self.resolve_path(self.evaluation.promptpack)
+
+    def graph_path(self, graph: str) -> Path | None:
+        """The TorchScript / ONNX file of ``graph``; None for a factory graph."""
+        spec = self.model.graphs.get(graph)
+        if spec is None:
+            known = list(self.model.graphs)
+            raise UnknownNameError(
+                f"unknown graph '{graph}'{format_suggestion(graph, known)}; "
+                f"graphs: {', '.join(known)}"
+            )
+        rel = spec.torchscript if spec.torchscript is not None else spec.onnx
+        return None if rel is None else self.resolve_path(rel)
+
+    @property
+    def quantization_config_path(self) -> Path | None:
+        """The AIMET config .json when ``quantization.config`` is a path, else None."""
+        cfg = self.quantization.config
+        if cfg is None or cfg in AIMET_CONFIGS:
+            return None
+        return self.resolve_path(cfg)
+
+    def parsed_gates(self) -> list[Gate]:
+        return [g.gate for g in self.gates]
+
+    def line_of(self, *field: str | int) -> int | None:
+        """YAML line of a field path, e.g. ``line_of("device")``; None when unknown."""
+        return self._lines.get(tuple(field))
+
+
+# --------------------------------------------------------------------------- devices
+
+
+class _DeviceBase(_Spec):
+    name: Name
+    kind: str
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    chipset: str | None = None
+    arch: HexagonArch | None = None
+
+    _source_path: Path | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        ctx = context if isinstance(context, dict) else {}
+        if "source_path" in ctx:
+            self._source_path = Path(ctx["source_path"])
+
+    @property
+    def source_path(self) -> Path | None:
+        """The device file as loaded (relative to the cwd where possible)."""
+        return self._source_path
+
+
+class CpuDevice(_DeviceBase):
+    """ONNX Runtime on the host CPU."""
+
+    kind: Literal["cpu"]
+    intra_op_threads: PositiveInt | None = None
+
+
+class QnnEmulatorDevice(_DeviceBase):
+    """The QNN HTP emulator in onnxruntime-qnn on the host: real QNN compilation, op
+    placement and HTP numerics, host timings."""
+
+    kind: Literal["qnn-emulator"]
+    backend: Literal["htp"] = "htp"
+    soc_model: str | None = None
+    htp_arch: HtpArchNumber | None = None
+    performance_mode: Literal[
+        "burst",
+        "sustained_high_performance",
+        "high_performance",
+        "balanced",
+        "default",
+        "low_balanced",
+        "power_saver",
+        "low_power_saver",
+        "high_power_saver",
+        "extreme_power_saver",
+    ] = "burst"
+    allow_cpu_fallback: bool = False
+
+    @field_validator("soc_model", mode="before")
+    @classmethod
+    def _soc_model_int(cls, value: Any) -> Any:
+        # QNN SoC ids are numbers; YAML reads `soc_model: 30` as an int.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @model_validator(mode="after")
+    def _target_named(self) -> QnnEmulatorDevice:
+        if self.arch is None:
+            raise _FieldProblem(
+                "arch", "field required for kind qnn-emulator (it picks the AIMET config, e.g. v66)"
+            )
+        if self.soc_model is None and self.htp_arch is None:
+            raise _FieldProblem("htp_arch", "set htp_arch (e.g. 66) or soc_model, or both")
+        if self.htp_arch is not None and f"v{self.htp_arch}" != self.arch:
+            raise _FieldProblem(
+                "htp_arch", f"{self.htp_arch} does not match arch {self.arch}; make them agree"
+            )
+        return self
+
+
+class AihubDevice(_DeviceBase):
+    """A device on Qualcomm AI Hub (filled in by the AI Hub target)."""
+
+    kind: Literal["aihub"]
+    device: str | None = None
+    attributes: list[str] = Field(default_factory=list)
+    target_runtime: (
+        Literal["qnn_context_binary", "precompiled_qnn_onnx", "tflite", "onnx"] | None
+    ) = None
+    compile_options: str = ""
+    profile_options: str = ""
+    inference_options: str = ""
+
+    @model_validator(mode="after")
+    def _device_named(self) -> AihubDevice:
+        if self.device is None and not self.attributes:
+            raise _FieldProblem(
+                "device",
+                "set device (an AI Hub device name) or attributes "
+                "(e.g. chipset:qualcomm-qcs8250-proxy)",
+            )
+        return self
+
+
+class SshDevice(_DeviceBase):
+    """A board reached over ssh, running the QNN SDK."""
+
+    kind: Literal["ssh"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: str
+    key_file: str | None = None
+    known_hosts: str | None = None
+    workdir: str
+    qnn_sdk_device: str
+    target_triple: str
+    backend: Literal["dsp", "htp"]
+
+
+class AdbDevice(_DeviceBase):
+    """A board reached over adb, running the QNN SDK."""
+
+    kind: Literal["adb"]
+    serial: str | None = None
+    adb_host: str = "127.0.0.1"
+    adb_port: Annotated[int, Field(ge=1, le=65535)] = 5037
+    workdir: str
+    qnn_sdk_device: str
+    target_triple: str
+    backend: Literal["dsp", "htp"]
+
+
+DeviceSpec = Annotated[
+    Union[CpuDevice, QnnEmulatorDevice, AihubDevice, SshDevice, AdbDevice],
+    Field(discriminator="kind"),
+]
+DEVICE_KINDS: dict[str, type[_DeviceBase]] = {
+    "cpu": CpuDevice,
+    "qnn-emulator": QnnEmulatorDevice,
+    "aihub": AihubDevice,
+    "ssh": SshDevice,
+    "adb": AdbDevice,
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+_Loc = tuple[Union[str, int], ...]
+
+
+class _DeviceFileMissing(SpecError):
+    """A device given as a path that does not exist (re-worded when it came from a pipeline)."""
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the cwd when it lies below it, else absolute."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
+
+
+def _render(parts: _Loc) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _collect_lines(node: yaml.Node, path: _Loc, out: dict[_Loc, int], file: str) -> None:
+    """Map each field path to the YAML line of its key (or of its list item)."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            sub = path + (key,)
+            line = key_node.start_mark.line + 1
+            if sub in out:
+                raise SpecError(
+                    file, _render(sub), f"duplicate key '{key}' (first at line {out[sub]})", line
+                )
+            out[sub] = line
+            _collect_lines(value_node, sub, out, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = path + (i,)
+            out[sub] = item.start_mark.line + 1
+            _collect_lines(item, sub, out, file)
+
+
+def _read_yaml(path: Path, file: str) -> tuple[Any, dict[_Loc, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(file, None, "file not found") from None
+    except IsADirectoryError:
+        raise SpecError(file, None, "is a directory, expected a YAML file") from None
+    except UnicodeDecodeError:
+        raise SpecError(file, None, "not UTF-8 text") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise SpecError(
+            file, None, f"invalid YAML: {problem}", None if mark is None else mark.line + 1
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(file, None, f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    lines: dict[_Loc, int] = {}
+    if node is not None:
+        _collect_lines(node, (), lines, file)
+    if data is None:
+        raise SpecError(file, None, "file is empty; expected a mapping of fields")
+    if not isinstance(data, dict):
+        raise SpecError(file, None, f"expected a mapping of fields, got {type(data).__name__}", 1)
+    return data, lines
+
+
+def _path_from_loc(data: Any, loc: _Loc) -> list[str | int]:
+    """Turn a pydantic ``loc`` into a path through the YAML data, dropping the
+    union/validator tags pydantic inserts (they are not keys in the file)."""
+    parts: list[str | int] = []
+    current = data
+    for i, el in enumerate(loc):
+        if isinstance(el, str) and "[" in el:  # '[key]', 'function-after[...]'
+            continue
+        if isinstance(current, dict) and el in current:
+            parts.append(el)
+            current = current[el]
+        elif isinstance(current, list) and isinstance(el, int) and 0 <= el < len(current):
+            parts.append(el)
+            current = current[el]
+        elif i == len(loc) - 1 and isinstance(el, str):
+            parts.append(el)  # a missing field
+            current = None
+    return parts
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated, and Optional[Model] down to Model."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin is Union or origin is types.UnionType:
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _model_at(root: type[BaseModel], parts: list[str | int]) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``parts`` (for 'allowed fields')."""
+    tp: Any = root
+    for part in parts:
+        tp = _unwrap(tp)
+        origin = typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
+            field = tp.model_fields.get(part)
+            if field is None:
+                return None
+            tp = field.annotation
+        elif origin is list and isinstance(part, int):
+            tp = typing.get_args(tp)[0]
+        elif origin is dict and isinstance(part, str):
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _problem(err: dict[str, Any], parts: list[str | int], root: type[BaseModel]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        model = _model_at(root, parts[:-1])
+        allowed = f" (allowed: {', '.join(model.model_fields)})" if model is not None else ""
+        return f"unknown field '{parts[-1]}'{allowed}"
+    if kind == "missing":
+        return "field required"
+    if kind == "string_pattern_mismatch":
+        pattern = ctx.get("pattern")
+        hint = _PATTERN_HINTS.get(str(pattern))
+        return f"'{err['input']}' does not match {pattern}" + (f" (use {hint})" if hint else "")
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return f"needs at least {n} item{'s' if n != 1 else ''}, got {ctx.get('actual_length', 0)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"input should be a mapping (key: value), got {_yaml_type(err['input'])}"
+    if kind == "list_type":
+        return f"input should be a list, got {_yaml_type(err['input'])}"
+    msg: str = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if msg[:1].isupper() and msg[1:2].islower():
+        msg = msg[0].lower() + msg[1:]
+    return msg
+
+
+def _yaml_type(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _validation_error(
+    exc: ValidationError, file: str, data: Any, lines: dict[_Loc, int], root: type[BaseModel]
+) -> SpecError:
+    err = exc.errors(include_url=False)[0]
+    parts = _path_from_loc(data, err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _FieldProblem) and cause.field:
+        parts.append(cause.field)
+    problem = _problem(dict(err), parts, root)
+    line = None
+    for n in range(len(parts), 0, -1):
+        line = lines.get(tuple(parts[:n]))
+        if line is not None:
+            break
+    return SpecError(file, _render(tuple(parts)) or None, problem, line)
+
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    """Load and validate a pipeline file (gates parsed, referenced files checked)."""
+    file = str(path)
+    source = Path(path)
+    data, lines = _read_yaml(source, file)
+    context = {"base_dir": source.absolute().parent, "source_path": source, "lines": lines}
+    try:
+        return PipelineSpec.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise _validation_error(exc, file, data, lines, PipelineSpec) from None
+
+
+def _devices_dir(devices_dir: Path | None, relative_to: Path | None) -> Path | None:
+    if devices_dir is not None:
+        if not Path(devices_dir).is_dir():
+            raise InputError(f"devices directory {devices_dir} does not exist")
+        return Path(devices_dir)
+    env = os.environ.get("EDGEGATE_DEVICES_DIR")
+    if env:
+        if not Path(env).is_dir():
+            raise InputError(f"EDGEGATE_DEVICES_DIR={env} is not a directory; fix or unset it")
+        return Path(env)
+    starts = [Path(relative_to).absolute()] if relative_to is not None else []
+    starts.append(Path.cwd())
+    for start in starts:
+        for d in (start, *start.parents):
+            if (d / "devices").is_dir():
+                return d / "devices"
+    return None
+
+
+def _is_device_path(value: str) -> bool:
+    return "/" in value or os.sep in value or value.endswith((".yaml", ".yml"))
+
+
+def _locate_device(
+    value: str, devices_dir: Path | None, relative_to: Path | None
+) -> tuple[Path, bool]:
+    """(file, loaded_by_name)."""
+    if _is_device_path(value):
+        given = Path(value)
+        candidates = [given] if given.is_absolute() else []
+        if not given.is_absolute():
+            if relative_to is not None:
+                candidates.append(Path(relative_to) / given)
+            candidates.append(Path.cwd() / given)
+        for cand in candidates:
+            if cand.is_file():
+                return cand, False
+        where = f" (looked in {relative_to} and the current directory)" if relative_to else ""
+        raise _DeviceFileMissing(value, None, f"file not found{where}")
+    ddir = _devices_dir(devices_dir, relative_to)
+    if ddir is None:
+        raise UnknownNameError(
+            f"unknown device '{value}': no devices/ directory found; set EDGEGATE_DEVICES_DIR "
+            "or give a path to a device .yaml"
+        )
+    for ext in (".yaml", ".yml"):
+        cand = ddir / f"{value}{ext}"
+        if cand.is_file():
+            return cand, True
+    known = sorted({p.stem for p in ddir.iterdir() if p.suffix in (".yaml", ".yml")})
+    hint = format_suggestion(value, known)
+    raise UnknownNameError(
+        f"unknown device '{value}'{hint}; known: {', '.join(known) if known else '(none)'}"
+    )
+
+
+def _load_device_file(path: Path, expected_name: str | None) -> DeviceSpec:
+    file = _display(path)
+    data, lines = _read_yaml(path, file)
+    kinds = list(DEVICE_KINDS)
+    quoted = ", ".join(f"'{k}'" for k in kinds[:-1]) + f" or '{kinds[-1]}'"
+    if "kind" not in data:
+        raise SpecError(file, "kind", f"field required ({quoted})")
+    kind = data["kind"]
+    if not isinstance(kind, str) or kind not in DEVICE_KINDS:
+        hint = format_suggestion(kind, kinds) if isinstance(kind, str) else ""
+        raise SpecError(file, "kind", f"input should be {quoted}{hint}", lines.get(("kind",)))
+    cls = DEVICE_KINDS[kind]
+    try:
+        device = cls.model_validate(data, context={"source_path": Path(file)})
+    except ValidationError as exc:
+        raise _validation_error(exc, file, data, lines, cls) from None
+    if expected_name is not None and device.name != expected_name:
+        raise SpecError(
+            file,
+            "name",
+            f"'{device.name}' does not match the file name '{path.name}'; "
+            f"rename one of them (a device loaded by name must be named after its file)",
+            lines.get(("name",)),
+        )
+    return typing.cast(DeviceSpec, device)
+
+
+def load_device(
+    name_or_path: str,
+    *,
+    devices_dir: Path | None = None,
+    relative_to: Path | None = None,
+) -> DeviceSpec:
+    """Load a device by name (``<devices_dir>/<name>.yaml``) or by path.
+
+    A value containing '/' or ending in .yaml/.yml is a path, tried against
+    ``relative_to`` and then the cwd. ``devices_dir`` defaults to
+    $EDGEGATE_DEVICES_DIR, else the nearest ``devices/`` walking up from
+    ``relative_to``, then from the cwd.
+    """
+    path, by_name = _locate_device(name_or_path, devices_dir, relative_to)
+    return _load_device_file(path, name_or_path if by_name else None)
+
+
+def load_pipeline_device(pipeline: PipelineSpec, *, devices_dir: Path | None = None) -> DeviceSpec:
+    """Load the device a pipeline names; lookup errors name the pipeline file and line."""
+    file = str(pipeline.source_path or f"pipeline '{pipeline.name}'")
+    where = file
+    line = pipeline.line_of("device")
+    if line is not None:
+        where += f":{line}"
+    try:
+        return load_device(pipeline.device, devices_dir=devices_dir, relative_to=pipeline.base_dir)
+    except _DeviceFileMissing:
+        raise SpecError(
+            file,
+            "device",
+            f"device file '{pipeline.device}' not found (relative paths are resolved against "
+            "the pipeline file's directory, then the current directory)",
+            line,
+        ) from None
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{where}: device: {exc.message}") from None
+
+
+def aimet_config_for(pipeline: PipelineSpec, device: DeviceSpec) -> str:
+    """The AIMET quantsim config: the pipeline's explicit one (a name, or the absolute
+    path of its .json), else ``htp_<arch>`` from the device; 'default' for a CPU
+    device without an arch."""
+    explicit = pipeline.quantization_config_path
+    if explicit is not None:
+        return str(explicit)
+    if pipeline.quantization.config is not None:
+        return pipeline.quantization.config
+    if device.arch is not None:
+        return f"htp_{device.arch}"
+    if isinstance(device, CpuDevice):
+        return "default"
+    raise SpecError(
+        str(device.source_path or device.name),
+        "arch",
+        f"not set for kind {device.kind}, so no AIMET config can be chosen; set arch "
+        "(e.g. v66) in the device file or quantization.config in the pipeline",
+    )
+
+
+def config_digest(pipeline: PipelineSpec, device: DeviceSpec) -> str:
+    """sha256 of the canonical JSON of both validated models (defaults applied,
+    paths as written so the digest does not depend on the checkout's location)."""
+    payload = {
+        "pipeline": pipeline.model_dump(mode="json"),
+        "device": device.model_dump(mode="json"),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,148 @@
+"""Summaries and statistics, computed once and the same way for every target.
+
+Targets return raw samples; everything derived from them (percentiles, confidence
+intervals, significance tests) is computed here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as _sp
+
+# Bootstrap resamples are drawn in chunks so memory stays bounded for long sample lists.
+_MAX_CHUNK_ELEMENTS = 2_000_000
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Latency summary in milliseconds (percentiles with linear interpolation)."""
+
+    n: int
+    min: float
+    median: float
+    mean: float
+    p90: float
+    p99: float
+    std: float  # sample standard deviation (ddof=1); 0.0 for a single sample
+    max: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def _as_array(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).ravel()
+    if arr.size == 0:
+        raise ValueError(f"{what}: no samples")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what}: samples must be finite numbers")
+    return arr
+
+
+def summarize_latency(samples_ms: Sequence[float]) -> LatencySummary:
+    arr = _as_array(samples_ms, "summarize_latency")
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99], method="linear")
+    return LatencySummary(
+        n=int(arr.size),
+        min=float(arr.min()),
+        median=float(p50),
+        mean=float(arr.mean()),
+        p90=float(p90),
+        p99=float(p99),
+        std=float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        max=float(arr.max()),
+    )
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+
+
+def _bootstrap_stats(
+    arr: np.ndarray,
+    statistic: Callable[..., Any],
+    n_resamples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``statistic`` of ``n_resamples`` resamples of ``arr``, vectorised along axis 1."""
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // arr.size)
+    out = np.empty(n_resamples, dtype=float)
+    for start in range(0, n_resamples, chunk):
+        stop = min(start + chunk, n_resamples)
+        idx = rng.integers(0, arr.size, size=(stop - start, arr.size))
+        out[start:stop] = statistic(arr[idx], axis=1)
+    return out
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    statistic: Callable[..., Any] = np.median,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``statistic`` (which must accept
+    ``axis=``, as numpy reductions do). Deterministic for a given seed."""
+    _check_confidence(confidence)
+    arr = _as_array(values, "bootstrap_ci")
+    boots = _bootstrap_stats(arr, statistic, n_resamples, np.random.default_rng(seed))
+    alpha = 1.0 - confidence
+    lo, hi = np.percentile(boots, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def ratio_of_medians_ci(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(point, lo, hi) of median(b) / median(a); ``a`` and ``b`` are resampled
+    independently (unpaired samples, e.g. baseline and candidate latencies)."""
+    _check_confidence(confidence)
+    arr_a = _as_array(a, "ratio_of_medians_ci (a)")
+    arr_b = _as_array(b, "ratio_of_medians_ci (b)")
+    med_a = float(np.median(arr_a))
+    if med_a == 0.0:
+        raise ValueError("ratio_of_medians_ci: median of a is 0; the ratio is undefined")
+    rng = np.random.default_rng(seed)
+    boot_a = _bootstrap_stats(arr_a, np.median, n_resamples, rng)
+    boot_b = _bootstrap_stats(arr_b, np.median, n_resamples, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = boot_b / boot_a
+    alpha = 1.0 - confidence
+    lo, hi = np.percentile(ratios, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(np.median(arr_b)) / med_a, float(lo), float(hi)
+
+
+def mann_whitney_u(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
+    """(U statistic of ``a``, two-sided p-value)."""
+    arr_a = _as_array(a, "mann_whitney_u (a)")
+    arr_b = _as_array(b, "mann_whitney_u (b)")
+    res = _sp.mannwhitneyu(arr_a, arr_b, alternative="two-sided")
+    return float(res.statistic), float(res.pvalue)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant pair counts ``b`` and ``c``
+    (binomial test of min(b, c) under p = 0.5), computed with exact integers."""
+    if b < 0 or c < 0:
+        raise ValueError(f"mcnemar_exact: counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
