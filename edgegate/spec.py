@@ -38,7 +38,8 @@ from edgegate.gates import Gate, parse_gate
 from edgegate.metrics import format_suggestion
 
 HexagonArch = Literal["v66", "v68", "v69", "v73", "v75", "v79", "v81"]
-HtpArchNumber = Literal[66, 68, 69, 73, 75, 79, 81]
+# libQnnHtp starts at v68: v66 (RB5) is the DSP backend, which the emulator does not model.
+HtpArchNumber = Literal[68, 69, 73, 75, 79, 81]
 AIMET_CONFIGS: tuple[str, ...] = ("default",) + tuple(
     f"htp_{a}" for a in typing.get_args(HexagonArch)
 )
@@ -394,10 +395,13 @@ class QnnEmulatorDevice(_DeviceBase):
                 "arch", "field required for kind qnn-emulator (it picks the AIMET config, e.g. v66)"
             )
         if self.soc_model is None and self.htp_arch is None:
-            raise _FieldProblem("htp_arch", "set htp_arch (e.g. 66) or soc_model, or both")
-        if self.htp_arch is not None and f"v{self.htp_arch}" != self.arch:
+            raise _FieldProblem("htp_arch", "set htp_arch (e.g. 68) or soc_model, or both")
+        # arch may be older than htp_arch: an RB5-class (v66) device quantizes with AIMET's
+        # htp_v66 config (per-tensor weights) and compiles on the oldest HTP, v68.
+        if self.htp_arch is not None and int(self.arch[1:]) > self.htp_arch:
             raise _FieldProblem(
-                "htp_arch", f"{self.htp_arch} does not match arch {self.arch}; make them agree"
+                "htp_arch",
+                f"{self.htp_arch} is older than arch {self.arch}; the emulated HTP must be at least the arch",
             )
         return self
 

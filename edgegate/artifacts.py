@@ -1,0 +1,104 @@
+"""Content-addressed artifact cache: a stage's outputs stored under the digest of its inputs.
+
+A cache entry is a directory ``<root>/<stage>/<key>/`` holding the files and a
+``manifest.json`` with each file's sha256. An entry is written into a temporary
+directory and renamed into place, so a crash never leaves a half-written entry, and it
+is used only when every file still matches its recorded digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_json(obj: Any) -> str:
+    """sha256 of the canonical JSON of `obj` (sorted keys, no whitespace)."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    path: Path
+    files: dict[str, str]  # relative name -> sha256
+    meta: dict[str, Any]
+    hit: bool
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+class ArtifactCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def lookup(self, stage: str, key: str) -> CacheEntry | None:
+        path = self.root / stage / key
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            return None
+        try:
+            data = json.loads(manifest.read_text())
+            files = dict(data["files"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        for name, digest in files.items():
+            f = path / name
+            if not f.is_file() or sha256_file(f) != digest:
+                return None
+        return CacheEntry(key, path, files, dict(data.get("meta", {})), True)
+
+    def get_or_build(
+        self,
+        stage: str,
+        key_parts: Mapping[str, Any],
+        build: Callable[[Path], dict[str, Any]],
+    ) -> CacheEntry:
+        """Return the cached entry for `key_parts`, or run `build(tmp_dir)` and store it.
+
+        `build` writes its files into the directory it is given and returns metadata
+        (JSON-serialisable) kept in the manifest.
+        """
+        key = digest_json({"stage": stage, **key_parts})
+        found = self.lookup(stage, key)
+        if found is not None:
+            return found
+        stage_dir = self.root / stage
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=stage_dir))
+        try:
+            meta = build(tmp)
+            files = {
+                str(p.relative_to(tmp)): sha256_file(p)
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file()
+            }
+            (tmp / "manifest.json").write_text(
+                json.dumps({"key_parts": key_parts, "files": files, "meta": meta}, indent=1, sort_keys=True, default=str)
+            )
+            final = stage_dir / key
+            if final.exists():  # a stale or corrupted entry: replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return CacheEntry(key, final, files, meta, False)

@@ -1,0 +1,181 @@
+"""The ``edgegate`` command: a thin click layer over the library (parse, call, render, exit).
+
+Exit codes: 0 all gates pass; 1 a gate failed; 2 bad input or usage; 3 the target or a
+tool failed. Every EdgeGateError is printed as one ``error:`` line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from edgegate import __version__
+from edgegate.errors import EdgeGateError, InputError
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_INPUT, EXIT_TARGET = 0, 1, 2, 3
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The one place where library errors become an error line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgeGateError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="edgegate")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """EdgeGate: quantize, compile, benchmark, score and gate models for Qualcomm NPUs."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+_db_option = click.option(
+    "--db", "db_url", envvar="EDGEGATE_DB", default=None, metavar="URL",
+    help="SQLAlchemy URL of the experiment database (default sqlite:///.edgegate/edgegate.db; env EDGEGATE_DB).",
+)
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--device", default=None, help="Device name (devices/NAME.yaml) or path; overrides the pipeline's.")
+@_db_option
+@click.option("--rebaseline", is_flag=True, help="Run the FP32 baseline again and make it the golden.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the JSON report (default .edgegate/reports/PIPELINE-RUN.json).")
+@click.option("--markdown-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the report as Markdown (e.g. $GITHUB_STEP_SUMMARY).")
+@click.option("--quiet", is_flag=True, help="No progress output; print only the report.")
+@_handle_errors
+def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool, json_out: Path | None,
+        markdown_out: Path | None, quiet: bool) -> None:
+    """Run PIPELINE: FP32 baseline (first time) -> AIMET INT8 -> compile -> benchmark -> score -> gates."""
+    from edgegate.pipeline import RunOptions, run_pipeline
+    from edgegate.progress import Progress
+    from edgegate.report import build_report, render_markdown, render_terminal
+
+    result = run_pipeline(
+        pipeline,
+        RunOptions(device=device, db_url=db_url, rebaseline=rebaseline, report_path=json_out,
+                   progress=Progress(quiet=quiet)),
+    )
+    report = build_report(result)
+    click.echo(render_terminal(report))
+    click.echo(f"JSON report: {result.report_path}")
+    if markdown_out is not None:
+        markdown_out.parent.mkdir(parents=True, exist_ok=True)
+        with open(markdown_out, "a") as f:
+            f.write(render_markdown(report))
+    sys.exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--device", default=None, help="Device name or path; overrides the pipeline's.")
+@_handle_errors
+def validate(pipeline: str, device: str | None) -> None:
+    """Check PIPELINE, its device, PromptPack (hashes), adapter, graphs and gates without running."""
+    from edgegate.pipeline import load_context
+
+    ctx = load_context(pipeline, device=device)
+    click.echo(
+        f"ok: {ctx.spec.name}: {len(ctx.graphs)} graph(s) ({', '.join(g.name for g in ctx.graphs)}), "
+        f"device {ctx.device.name} ({ctx.device.kind}, AIMET config {ctx.aimet_config}), "
+        f"PromptPack {ctx.pack.name} {ctx.pack.version} ({ctx.pack.digest[:19]}), "
+        f"{len(ctx.spec.gates)} gate(s)"
+    )
+
+
+@cli.group()
+def golden() -> None:
+    """Show, set or clear the golden (reference) run of a pipeline on a device."""
+
+
+@golden.command("show")
+@click.option("--pipeline", default=None, help="Only this pipeline (by name).")
+@_db_option
+@_handle_errors
+def golden_show(pipeline: str | None, db_url: str | None) -> None:
+    """List golden runs and their metrics."""
+    from edgegate.db import ExperimentDB
+
+    db = ExperimentDB(db_url)
+    rows = db.goldens(pipeline)
+    if not rows:
+        click.echo("no golden runs" + (f" for {pipeline}" if pipeline else ""))
+        return
+    for pipe, dev, run_id, set_at in rows:
+        click.echo(f"{pipe} on {dev}: run {run_id} (set {set_at:%Y-%m-%d %H:%M:%S} UTC)")
+        for m in db.metrics(run_id).values():
+            click.echo(f"  {m.name} = {m.value:.6g} {m.unit or ''} [{m.source}]".rstrip())
+
+
+@golden.command("set")
+@click.argument("run_id", type=int)
+@_db_option
+@_handle_errors
+def golden_set(run_id: int, db_url: str | None) -> None:
+    """Make RUN_ID the golden for its pipeline and device."""
+    from edgegate.db import ExperimentDB
+
+    db = ExperimentDB(db_url)
+    run = db.get_run(run_id)
+    if run is None:
+        raise InputError(f"golden set: no run with id {run_id} in {db.url}")
+    if run.status not in ("completed", "passed", "failed"):
+        raise InputError(f"golden set: run {run_id} ended '{run.status}'; only a run that finished can be golden")
+    db.set_golden(run.pipeline, run.device, run_id)
+    click.echo(f"golden for {run.pipeline} on {run.device} is now run {run_id} ({run.variant})")
+
+
+@golden.command("clear")
+@click.argument("pipeline")
+@click.option("--device", default=None, help="Only on this device.")
+@_db_option
+@_handle_errors
+def golden_clear(pipeline: str, device: str | None, db_url: str | None) -> None:
+    """Forget PIPELINE's golden (on every device, or on --device); the next run rebaselines."""
+    from edgegate.db import ExperimentDB
+
+    n = ExperimentDB(db_url).clear_golden(pipeline, device)
+    click.echo(f"cleared {n} golden run(s) for {pipeline}" + (f" on {device}" if device else ""))
+
+
+@cli.command()
+@click.option("--pipeline", default=None, help="Only this pipeline.")
+@click.option("--device", default=None, help="Only this device.")
+@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@_db_option
+@_handle_errors
+def runs(pipeline: str | None, device: str | None, limit: int, db_url: str | None) -> None:
+    """List stored runs, newest first."""
+    from edgegate.db import ExperimentDB
+
+    for r in ExperimentDB(db_url).list_runs(pipeline, device, limit):
+        ended = f"{r.ended_at:%Y-%m-%d %H:%M:%S}" if r.ended_at else "-"
+        click.echo(f"{r.id:>5}  {r.pipeline:<20} {r.device:<14} {r.variant:<5} {r.status:<9} {ended}"
+                   + (f"  {r.error}" if r.error else ""))
+
+
+def main() -> None:
+    cli(prog_name="edgegate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""ExperimentDB: runs, metrics, latency samples, artifacts and goldens.
+
+SQLAlchemy 2.x; SQLite under ``.edgegate/`` by default (WAL, busy timeout), any
+SQLAlchemy URL (e.g. PostgreSQL) by ``--db`` / ``EDGEGATE_DB``.
+
+A run row exists from the moment the run starts; ``finish_run`` is always called (the
+orchestrator uses try/finally), and rows left "running" by a process that died are
+marked "aborted" the next time the database is opened on that host.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from edgegate.errors import InputError
+
+DEFAULT_DB_DIR = ".edgegate"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    invocation: Mapped[str] = mapped_column(String(64), index=True)
+    pipeline: Mapped[str] = mapped_column(String(200), index=True)
+    device: Mapped[str] = mapped_column(String(200), index=True)
+    variant: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # running|passed|failed|completed|error|aborted
+    model_digest: Mapped[str | None] = mapped_column(String(80))
+    pack_digest: Mapped[str | None] = mapped_column(String(80))
+    config_digest: Mapped[str | None] = mapped_column(String(80))
+    golden_run_id: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class MetricRow(Base):
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))
+
+
+class LatencySampleRow(Base):
+    __tablename__ = "latency_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    graph: Mapped[str] = mapped_column(String(120))
+    idx: Mapped[int] = mapped_column(Integer)
+    value_ms: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(32))
+
+
+class ArtifactRow(Base):
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    graph: Mapped[str | None] = mapped_column(String(120))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+
+
+class GoldenRow(Base):
+    __tablename__ = "goldens"
+    pipeline: Mapped[str] = mapped_column(String(200), primary_key=True)
+    device: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    set_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    invocation: str
+    pipeline: str
+    device: str
+    variant: str
+    status: str
+    model_digest: str | None
+    pack_digest: str | None
+    config_digest: str | None
+    golden_run_id: int | None
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    error: str | None
+    report_path: str | None
+
+
+@dataclass(frozen=True)
+class StoredMetric:
+    name: str
+    value: float
+    unit: str | None
+    source: str
+
+
+def default_url() -> str:
+    env = os.environ.get("EDGEGATE_DB")
+    if env:
+        return env
+    return f"sqlite:///{Path(DEFAULT_DB_DIR) / 'edgegate.db'}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ExperimentDB:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        if self.url.startswith("sqlite:///"):
+            Path(self.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = create_engine(self.url, future=True)
+        except (SQLAlchemyError, ValueError, ImportError) as exc:
+            raise InputError(f"--db: cannot open database URL '{self.url}': {exc}") from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise InputError(f"--db: cannot use database '{self.url}': {exc.__class__.__name__}: {exc}") from exc
+        self._recover_stale()
+
+    # -- runs ------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        invocation: str,
+        pipeline: str,
+        device: str,
+        variant: str,
+        model_digest: str | None,
+        pack_digest: str | None,
+        config_digest: str | None,
+        golden_run_id: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        with Session(self.engine) as s, s.begin():
+            row = RunRow(
+                invocation=invocation,
+                pipeline=pipeline,
+                device=device,
+                variant=variant,
+                status="running",
+                model_digest=model_digest,
+                pack_digest=pack_digest,
+                config_digest=config_digest,
+                golden_run_id=golden_run_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=utcnow(),
+                details=details,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+        report_path: str | None = None,
+        model_digest: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get(RunRow, run_id)
+            if row is None:
+                return
+            row.status = status
+            row.ended_at = utcnow()
+            row.error = error
+            if report_path is not None:
+                row.report_path = report_path
+            if model_digest is not None:
+                row.model_digest = model_digest
+            if details is not None:
+                row.details = {**(row.details or {}), **details}
+
+    def set_report_path(self, run_id: int, path: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get(RunRow, run_id)
+            if row is not None:
+                row.report_path = path
+
+    def get_run(self, run_id: int) -> Run | None:
+        with Session(self.engine) as s:
+            row = s.get(RunRow, run_id)
+            return _run(row) if row else None
+
+    def list_runs(self, pipeline: str | None = None, device: str | None = None, limit: int = 50) -> list[Run]:
+        q = select(RunRow).order_by(RunRow.id.desc()).limit(limit)
+        if pipeline:
+            q = q.where(RunRow.pipeline == pipeline)
+        if device:
+            q = q.where(RunRow.device == device)
+        with Session(self.engine) as s:
+            return [_run(r) for r in s.scalars(q)]
+
+    def _recover_stale(self) -> None:
+        host = socket.gethostname()
+        with Session(self.engine) as s, s.begin():
+            for row in s.scalars(select(RunRow).where(RunRow.status == "running", RunRow.host == host)):
+                if row.pid != os.getpid() and not _pid_alive(row.pid):
+                    row.status = "aborted"
+                    row.ended_at = row.ended_at or utcnow()
+                    row.error = row.error or "process exited without finishing the run"
+
+    # -- measurements ----------------------------------------------------------
+
+    def add_metrics(self, run_id: int, metrics: Iterable[StoredMetric]) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add_all(
+                MetricRow(run_id=run_id, name=m.name, value=float(m.value), unit=m.unit, source=m.source)
+                for m in metrics
+            )
+
+    def metrics(self, run_id: int) -> dict[str, StoredMetric]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.id))
+            return {r.name: StoredMetric(r.name, r.value, r.unit, r.source) for r in rows}
+
+    def add_latency_samples(self, run_id: int, graph: str, samples_ms: Sequence[float], source: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add_all(
+                LatencySampleRow(run_id=run_id, graph=graph, idx=i, value_ms=float(v), source=source)
+                for i, v in enumerate(samples_ms)
+            )
+
+    def latency_samples(self, run_id: int) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        with Session(self.engine) as s:
+            q = select(LatencySampleRow).where(LatencySampleRow.run_id == run_id).order_by(
+                LatencySampleRow.graph, LatencySampleRow.idx
+            )
+            for r in s.scalars(q):
+                out.setdefault(r.graph, []).append(r.value_ms)
+        return out
+
+    def add_artifact(self, run_id: int, kind: str, graph: str | None, path: Path, sha256: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add(
+                ArtifactRow(
+                    run_id=run_id, kind=kind, graph=graph, path=str(path), sha256=sha256,
+                    size_bytes=path.stat().st_size if path.exists() else 0,
+                )
+            )
+
+    def artifacts(self, run_id: int) -> list[dict[str, Any]]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(ArtifactRow).where(ArtifactRow.run_id == run_id).order_by(ArtifactRow.id))
+            return [
+                {"kind": r.kind, "graph": r.graph, "path": r.path, "sha256": r.sha256, "size_bytes": r.size_bytes}
+                for r in rows
+            ]
+
+    # -- goldens ---------------------------------------------------------------
+
+    def golden(self, pipeline: str, device: str) -> int | None:
+        with Session(self.engine) as s:
+            row = s.get(GoldenRow, (pipeline, device))
+            return row.run_id if row else None
+
+    def set_golden(self, pipeline: str, device: str, run_id: int) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get(GoldenRow, (pipeline, device))
+            if row is None:
+                s.add(GoldenRow(pipeline=pipeline, device=device, run_id=run_id, set_at=utcnow()))
+            else:
+                row.run_id = run_id
+                row.set_at = utcnow()
+
+    def clear_golden(self, pipeline: str, device: str | None = None) -> int:
+        with Session(self.engine) as s, s.begin():
+            q = select(GoldenRow).where(GoldenRow.pipeline == pipeline)
+            if device:
+                q = q.where(GoldenRow.device == device)
+            rows = list(s.scalars(q))
+            for r in rows:
+                s.delete(r)
+            return len(rows)
+
+    def goldens(self, pipeline: str | None = None) -> list[tuple[str, str, int, dt.datetime]]:
+        with Session(self.engine) as s:
+            q = select(GoldenRow).order_by(GoldenRow.pipeline, GoldenRow.device)
+            if pipeline:
+                q = q.where(GoldenRow.pipeline == pipeline)
+            return [(r.pipeline, r.device, r.run_id, r.set_at) for r in s.scalars(q)]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _run(row: RunRow) -> Run:
+    return Run(
+        row.id, row.invocation, row.pipeline, row.device, row.variant, row.status, row.model_digest,
+        row.pack_digest, row.config_digest, row.golden_run_id, row.started_at, row.ended_at, row.error,
+        row.report_path,
+    )
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)

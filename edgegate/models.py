@@ -1,0 +1,162 @@
+"""Load a source model (torch factory ``pkg.mod:fn``, TorchScript, ONNX) and export FP32 ONNX.
+
+Model code never touches targets or the database: inputs in, files out.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgegate.errors import InputError
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+
+
+def import_object(ref: str, *, what: str = "object") -> Any:
+    """Import ``pkg.module:attr`` (attr may be dotted); errors name the reference."""
+    if ":" not in ref:
+        raise InputError(f"{what} '{ref}': expected 'package.module:attribute'")
+    mod_name, attr = ref.split(":", 1)
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise InputError(f"{what} '{ref}': cannot import module '{mod_name}': {exc}") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise InputError(f"{what} '{ref}': module '{mod_name}' has no attribute '{attr}'")
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class GraphSource:
+    """What a pipeline declares for one graph, resolved to absolute paths."""
+
+    name: str
+    factory: str | None
+    factory_args: Mapping[str, Any]
+    torchscript: Path | None
+    onnx: Path | None
+    input_names: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_names: tuple[str, ...]
+
+    @property
+    def is_torch(self) -> bool:
+        return self.onnx is None
+
+
+def load_torch_model(src: GraphSource) -> Any:
+    """The torch module for a graph (factory or TorchScript), in eval mode."""
+    import torch
+
+    if src.factory:
+        fn = import_object(src.factory, what=f"model.graphs.{src.name}.factory")
+        try:
+            model = fn(**dict(src.factory_args))
+        except TypeError as exc:
+            raise InputError(f"model.graphs.{src.name}.factory_args: {exc}") from exc
+    elif src.torchscript:
+        model = torch.jit.load(str(src.torchscript), map_location="cpu")
+    else:
+        raise InputError(
+            f"model.graphs.{src.name}: quantizing with AIMET needs a torch model "
+            "(factory or torchscript); an ONNX source can only run as FP32"
+        )
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model.graphs.{src.name}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def export_fp32_onnx(src: GraphSource, out_path: Path) -> Path:
+    """Write the FP32 ONNX of a graph (a copy for ONNX sources) and return its path."""
+    import torch
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if src.onnx is not None:
+        out_path.write_bytes(src.onnx.read_bytes())
+        return out_path
+    model = load_torch_model(src)
+    dummy = tuple(torch.zeros(shape, dtype=torch.float32) for shape in src.input_shapes)
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            dummy,
+            str(out_path),
+            input_names=list(src.input_names),
+            output_names=list(src.output_names),
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    check_io(src, out_path)
+    return out_path
+
+
+def check_io(src: GraphSource, onnx_path: Path) -> None:
+    """The exported graph must have the declared input names/shapes and output count."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    inputs = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in m.graph.input}
+    for name, shape in zip(src.input_names, src.input_shapes):
+        if name not in inputs:
+            raise InputError(f"model.graphs.{src.name}.inputs: the graph has no input '{name}' (it has {sorted(inputs)})")
+        if inputs[name] != tuple(shape) and all(inputs[name]):
+            raise InputError(
+                f"model.graphs.{src.name}.inputs: '{name}' is {list(inputs[name])} in the graph, declared {list(shape)}"
+            )
+    if len(m.graph.output) != len(src.output_names):
+        raise InputError(
+            f"model.graphs.{src.name}.outputs: the graph has {len(m.graph.output)} outputs, "
+            f"{len(src.output_names)} declared"
+        )
+
+
+def weight_bytes(onnx_path: Path, weight_bits: int | None) -> int:
+    """Bytes of the graph's parameters at a precision: weights (rank >= 2) at `weight_bits`,
+    everything else (biases, PReLU slopes) at 32 bits; FP32 when `weight_bits` is None."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(onnx_path))
+    total = 0
+    for init in m.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype.kind not in "fc":
+            continue
+        if weight_bits is not None and arr.ndim >= 2:
+            total += int(np.ceil(arr.size * weight_bits / 8))
+        else:
+            total += arr.size * 4
+    return total
+
+
+def graph_sources(spec: Any) -> list[GraphSource]:
+    """GraphSources from a PipelineSpec's ``model.graphs``, paths resolved against the file."""
+    out = []
+    for name, g in spec.model.graphs.items():
+        out.append(
+            GraphSource(
+                name=name,
+                factory=g.factory,
+                factory_args=dict(g.factory_args or {}),
+                torchscript=spec.graph_path(name) if g.torchscript else None,
+                onnx=spec.graph_path(name) if g.onnx else None,
+                input_names=tuple(i.name for i in g.inputs),
+                input_shapes=tuple(tuple(i.shape) for i in g.inputs),
+                output_names=tuple(g.outputs),
+            )
+        )
+    return out
+
+
+def sequence_names(items: Sequence[Any]) -> list[str]:
+    return [getattr(i, "name", str(i)) for i in items]

@@ -1,0 +1,200 @@
+"""INT8 quantization with AIMET (aimet-torch 2.x): QuantSim, optional BN fold / CLE / AdaRound,
+QDQ ONNX export plus the ``.encodings`` file.
+
+This module never imports a target: it turns a torch module and calibration batches into
+files. The orchestrator decides where they go and caches them by content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+from edgegate.errors import EdgeGateError, InputError
+
+log = logging.getLogger(__name__)
+
+Scheme = Literal["tf_enhanced", "tf", "percentile"]
+
+
+class QuantizeError(EdgeGateError):
+    """AIMET failed on a model (not an input error: the model or AIMET is at fault)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    config: str  # AIMET alias (htp_v66 ...) or a path to a quantsim config JSON
+    scheme: Scheme = "tf_enhanced"
+    param_bw: int = 8
+    output_bw: int = 8
+    bn_fold: bool = False
+    cle: bool = False
+    adaround_iterations: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class QuantizedGraph:
+    qdq_onnx: Path  # QDQ ONNX (QuantizeLinear/DequantizeLinear), runnable by ONNX Runtime
+    encodings: Path  # AIMET encodings JSON (format 1.0.0) beside the plain ONNX export
+    encodings_onnx: Path  # the plain ONNX the encodings refer to (for QNN SDK converters)
+    num_calibration_batches: int
+
+
+def aimet_version() -> str:
+    import aimet_torch
+
+    return str(getattr(aimet_torch, "__version__", "unknown"))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _quant_scheme(scheme: Scheme):
+    from aimet_torch.common.defs import QuantScheme
+
+    return {
+        "tf_enhanced": QuantScheme.post_training_tf_enhanced,
+        "tf": QuantScheme.post_training_tf,
+        "percentile": QuantScheme.post_training_percentile,
+    }[scheme]
+
+
+def _as_tuple(batch: Sequence[np.ndarray]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(b)) for b in batch)
+
+
+def quantize_graph(
+    model: torch.nn.Module,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    calibration: Sequence[Sequence[np.ndarray]],
+    settings: QuantizeSettings,
+    out_dir: Path,
+    stem: str,
+) -> QuantizedGraph:
+    """Quantize one graph and export it.
+
+    `calibration` is a list of batches, each a tuple of input arrays in `input_names`
+    order, with exactly the shapes the graph is compiled for.
+    """
+    if not calibration:
+        raise InputError(f"quantize {stem}: no calibration batches (check quantization.calibration)")
+    from aimet_torch import onnx as aimet_onnx
+    from aimet_torch.quantsim import QuantizationSimModel
+    from aimet_torch.common import quantsim as aimet_common_quantsim
+
+    _seed_everything(settings.seed)
+    model = model.eval()
+    dummy = _as_tuple(calibration[0])
+    batches = [_as_tuple(b) for b in calibration]
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    try:
+        if settings.bn_fold:
+            from aimet_torch.batch_norm_fold import fold_all_batch_norms
+
+            fold_all_batch_norms(model, input_shapes=None, dummy_input=dummy)
+        if settings.cle:
+            from aimet_torch.cross_layer_equalization import equalize_model
+
+            equalize_model(model, dummy_input=dummy)
+
+        sim = QuantizationSimModel(
+            model,
+            dummy_input=dummy,
+            quant_scheme=_quant_scheme(settings.scheme),
+            default_output_bw=settings.output_bw,
+            default_param_bw=settings.param_bw,
+            config_file=settings.config,
+        )
+
+        if settings.adaround_iterations:
+            sim = _adaround(model, sim, dummy, batches, settings, out_dir, stem)
+
+        def forward(m: torch.nn.Module, _: object) -> None:
+            with torch.no_grad():
+                for b in batches:
+                    m(*b)
+
+        sim.compute_encodings(forward, None)
+
+        qdq = out_dir / f"{stem}_qdq.onnx"
+        opset = 21 if max(settings.output_bw, settings.param_bw) > 8 else 17
+        aimet_onnx.export(
+            sim.model,
+            dummy,
+            str(qdq),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            opset_version=opset,
+            dynamo=False,
+        )
+        # ONNX + .encodings (1.0.0: the format QNN's converters read for v66 parts)
+        aimet_common_quantsim.encoding_version = "1.0.0"
+        plain = out_dir / f"{stem}.onnx"
+        sim.onnx.export(
+            dummy,
+            str(plain),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamo=False,
+        )
+    except (InputError, QuantizeError):
+        raise
+    except Exception as exc:  # AIMET raises bare RuntimeError/ValueError; say which graph
+        raise QuantizeError(f"AIMET quantization of graph '{stem}' failed: {type(exc).__name__}: {exc}") from exc
+
+    encodings = plain.with_suffix(".encodings")
+    _normalise_json(encodings)
+    return QuantizedGraph(qdq, encodings, plain, len(batches))
+
+
+def _adaround(model, sim, dummy, batches, settings: QuantizeSettings, out_dir: Path, stem: str):
+    """Replace the sim's weights with AdaRound-optimised ones (8-bit weights unless told)."""
+    from aimet_torch.adaround.adaround_weight import Adaround, AdaroundParameters
+    from aimet_torch.quantsim import QuantizationSimModel
+
+    params = AdaroundParameters(
+        data_loader=[b if len(b) > 1 else b[0] for b in batches],
+        num_batches=len(batches),
+        default_num_iterations=settings.adaround_iterations,
+    )
+    adarounded = Adaround.apply_adaround(
+        model,
+        dummy,
+        params,
+        path=str(out_dir),
+        filename_prefix=f"{stem}_adaround",
+        default_param_bw=settings.param_bw,  # AdaRound's own default is 4 bits
+        default_quant_scheme=_quant_scheme(settings.scheme),
+        default_config_file=settings.config,
+    )
+    sim = QuantizationSimModel(
+        adarounded,
+        dummy_input=dummy,
+        quant_scheme=_quant_scheme(settings.scheme),
+        default_output_bw=settings.output_bw,
+        default_param_bw=settings.param_bw,
+        config_file=settings.config,
+    )
+    sim.set_and_freeze_param_encodings(str(out_dir / f"{stem}_adaround.encodings"))
+    return sim
+
+
+def _normalise_json(path: Path) -> None:
+    """Rewrite a JSON file with sorted keys so equal encodings give equal bytes."""
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

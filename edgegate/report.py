@@ -1,0 +1,261 @@
+"""Reports: one JSON document per run, rendered as a terminal table (and Markdown).
+
+The JSON is the source of truth; the renderers only format it. Every timing row carries
+its source, and a comparison between different sources is printed as such, never as a
+speedup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgegate import __version__
+from edgegate.metrics import Measurement, get_metric
+
+if TYPE_CHECKING:
+    from edgegate.pipeline import PipelineResult, VariantResult
+
+REPORT_SCHEMA = "https://edgegate.dev/report/v1"
+
+# Rows of the delta table, in order: (metric, label)
+ROWS: tuple[tuple[str, str], ...] = (
+    ("inference_time_ms", "Latency (cascade, median)"),
+    ("latency_min_ms", "Latency (cascade, min)"),
+    ("load_time_ms", "Load time"),
+    ("peak_memory_mb", "Peak memory (inference)"),
+    ("load_peak_memory_mb", "Peak memory (load)"),
+    ("model_size_kb", "Model size (weights)"),
+    ("compiled_size_kb", "Compiled artifact size"),
+    ("map50", "mAP@0.5"),
+    ("precision", "Precision"),
+    ("recall", "Recall"),
+    ("f1", "F1"),
+    ("accuracy", "Accuracy (person present)"),
+    ("baseline_agreement", "Agreement with FP32"),
+    ("npu_fraction", "NPU placement"),
+)
+
+
+def _m(m: Measurement | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {"value": m.value, "unit": m.unit, "source": m.source.value}
+
+
+def _variant(v: VariantResult) -> dict[str, Any]:
+    return {
+        "run_id": v.run_id,
+        "variant": v.variant.value,
+        "from_golden": v.from_golden,
+        "target": v.target,
+        "metrics": {k: _m(m) for k, m in v.metrics.items()},
+        "latency": {g: s.to_dict() for g, s in v.latency.items()},
+        "placement": {
+            g: {"npu_nodes": c.npu_nodes, "cpu_nodes": c.cpu_nodes, "cpu_ops": list(c.cpu_ops),
+                "cached": c.details.get("cached", False)}
+            for g, c in v.compiled.items()
+        },
+        "calls_per_image": v.calls_per_image,
+        "memory_method": v.memory_method,
+        "artifacts": v.artifacts,
+    }
+
+
+def _delta(name: str, base: Measurement | None, cand: Measurement | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"metric": name}
+    if base is None or cand is None:
+        row["status"] = "missing"
+        return row
+    row["delta"] = cand.value - base.value
+    row["relative"] = (cand.value - base.value) / base.value if base.value else None
+    if base.source != cand.source:
+        row["comparable"] = False
+        row["note"] = f"sources differ: {base.source.value} vs {cand.source.value}"
+    else:
+        row["comparable"] = True
+    return row
+
+
+def _ratio(base: Measurement | None, cand: Measurement | None) -> dict[str, Any]:
+    if base is None or cand is None or not cand.value:
+        return {"value": None, "note": "not measured"}
+    if base.source != cand.source:
+        return {"value": None, "note": f"n/a: {base.source.value} vs {cand.source.value} timings"}
+    return {"value": base.value / cand.value, "source": cand.source.value}
+
+
+def build_report(result: PipelineResult) -> dict[str, Any]:
+    b, c = result.baseline, result.candidate
+    names = list(dict.fromkeys([*b.metrics, *c.metrics]))
+    return {
+        "schema": REPORT_SCHEMA,
+        "edgegate": __version__,
+        "pipeline": result.pipeline,
+        "device": result.device,
+        "promptpack": result.pack,
+        "config_digest": result.config_digest,
+        "golden_run_id": result.golden_run_id,
+        "baseline": _variant(b),
+        "candidate": _variant(c),
+        "comparison": [_delta(n, b.metrics.get(n), c.metrics.get(n)) for n in names],
+        "gates": [
+            {"expr": g.gate.expr, "metric": g.gate.metric, "status": g.status.value, "value": g.value,
+             "limit": g.limit, "source": g.source.value if g.source else None, "reason": g.reason}
+            for g in result.gates
+        ],
+        "verdict": {
+            "passed": result.passed,
+            "speedup": _ratio(b.metrics.get("inference_time_ms"), c.metrics.get("inference_time_ms")),
+            "memory_reduction": _ratio(b.metrics.get("peak_memory_mb"), c.metrics.get("peak_memory_mb")),
+            "size_reduction": _ratio(b.metrics.get("model_size_kb"), c.metrics.get("model_size_kb")),
+        },
+        "notes": result.notes,
+    }
+
+
+def write_json_report(report: dict[str, Any], path: Path) -> None:
+    """Write atomically: an existing report is never left half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(report, f, indent=1, sort_keys=False, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _fmt_value(name: str, m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "—"
+    v = m["value"]
+    unit = m.get("unit") or ""
+    if name == "npu_fraction":
+        return f"{v * 100:.0f}%"
+    if unit == "ratio":
+        return f"{v:.3f}"
+    if unit in ("ms", "MB", "KB"):
+        return f"{v:,.2f} {unit}" if v < 100 else f"{v:,.1f} {unit}"
+    return f"{v:g} {unit}".strip()
+
+
+def _fmt_delta(name: str, row: dict[str, Any] | None, m: dict[str, Any] | None) -> str:
+    if row is None or "delta" not in row or m is None:
+        return "—"
+    if not row.get("comparable", True):
+        return "n/a (sources differ)"
+    d = row["delta"]
+    unit = m.get("unit") or ""
+    if name == "npu_fraction":
+        text = f"{d * 100:+.0f} pp"
+    elif unit == "ratio":
+        text = f"{d:+.3f}"
+    else:
+        text = f"{d:+,.2f} {unit}".strip()
+        if row.get("relative") is not None:
+            text += f" ({row['relative'] * 100:+.0f}%)"
+    return text
+
+
+def _source(b: dict[str, Any] | None, c: dict[str, Any] | None) -> str:
+    sb = b["source"] if b else None
+    sc = c["source"] if c else None
+    if sb == sc:
+        return sb or ""
+    return f"{sb or '—'} → {sc or '—'}"
+
+
+def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    bm = report["baseline"]["metrics"]
+    cm = report["candidate"]["metrics"]
+    deltas = {r["metric"]: r for r in report["comparison"]}
+    rows = []
+    for name, label in ROWS:
+        if name not in bm and name not in cm:
+            continue
+        rows.append(
+            (label, _fmt_value(name, bm.get(name)), _fmt_value(name, cm.get(name)),
+             _fmt_delta(name, deltas.get(name), cm.get(name) or bm.get(name)), _source(bm.get(name), cm.get(name)))
+        )
+    return rows
+
+
+def _verdict_lines(report: dict[str, Any]) -> list[str]:
+    v = report["verdict"]
+    out = [f"Final Verdict: {'PASS' if v['passed'] else 'FAIL'}"]
+    for key, label in (("speedup", "Speedup"), ("memory_reduction", "Memory reduction"), ("size_reduction", "Size reduction")):
+        r = v[key]
+        out.append(f"  {label}: " + (f"{r['value']:.2f}x ({r.get('source')})" if r["value"] is not None else r["note"]))
+    return out
+
+
+def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
+    """The delta table, gate lines and verdict as text (rich formatting, no colour codes)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    b, c = report["baseline"], report["candidate"]
+    title = (
+        f"EdgeGate · {report['pipeline']} on {report['device']['name']} "
+        f"({report['device']['kind']}) · PromptPack {report['promptpack']['name']} "
+        f"{report['promptpack']['version']} ({report['promptpack']['samples']} samples)"
+    )
+    golden = ", golden" if b["from_golden"] else ""
+    title += f"\nBaseline: run {b['run_id']}{golden} on {b['target'].get('name', '?')}; candidate: run {c['run_id']}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("Metric")
+    table.add_column("Baseline (FP32)", justify="right")
+    table.add_column("Optimized (INT8)", justify="right")
+    table.add_column("Delta", justify="right")
+    table.add_column("Source")
+    for row in table_rows(report):
+        table.add_row(*row)
+    console = Console(width=width, record=True, color_system=None, force_terminal=False, file=open(os.devnull, "w"))
+    console.print(table)
+    lines = [console.export_text().rstrip()]
+    placement = c["placement"]
+    if placement:
+        parts = [f"{g}: {p['npu_nodes']}/{p['npu_nodes'] + p['cpu_nodes']} nodes on NPU" for g, p in placement.items()]
+        lines.append("NPU placement: " + "; ".join(parts))
+    if c["target"].get("timing_source") == "host-emulator":
+        lines.append(
+            "Note: host-emulator timings are the QNN HTP emulator running on this host's CPU, "
+            "not device latency."
+        )
+    lines.append("")
+    lines.append("Gates:")
+    for g in report["gates"]:
+        mark = {"pass": "PASS", "fail": "FAIL", "n/a": "N/A ", "missing": "MISS"}[g["status"]]
+        val = "" if g["value"] is None else f" (value {g['value']:.4g}" + (f", limit {g['limit']:.4g})" if g["limit"] is not None else ")")
+        lines.append(f"  [{mark}] {g['expr']}{val}" + (f": {g['reason']}" if g["reason"] else ""))
+    if not report["gates"]:
+        lines.append("  (none declared)")
+    lines.extend(["", *_verdict_lines(report)])
+    for n in report.get("notes", []):
+        lines.append(f"Note: {n}")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    b, c = report["baseline"], report["candidate"]
+    out = [
+        f"### EdgeGate: {report['pipeline']} on {report['device']['name']}",
+        "",
+        f"| Metric | Baseline (FP32) run {b['run_id']} | Optimized (INT8) run {c['run_id']} | Delta | Source |",
+        "|---|---:|---:|---:|---|",
+    ]
+    out += [f"| {' | '.join(r)} |" for r in table_rows(report)]
+    out += ["", "| Gate | Status | Value | Limit |", "|---|---|---:|---:|"]
+    for g in report["gates"]:
+        val = "" if g["value"] is None else f"{g['value']:.4g}"
+        lim = "" if g["limit"] is None else f"{g['limit']:.4g}"
+        out.append(f"| `{g['expr']}` | {g['status']} | {val} | {lim} |")
+    out += ["", *(f"**{ln.strip()}**" if i == 0 else ln for i, ln in enumerate(_verdict_lines(report)))]
+    return "\n".join(out) + "\n"
+
+
+def metric_label(name: str) -> str:
+    defn = get_metric(name)
+    return f"{name} ({defn.unit})" if defn.unit else name

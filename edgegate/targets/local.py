@@ -1,0 +1,333 @@
+"""Host targets: ONNX Runtime on the CPU, and the QNN HTP emulator in onnxruntime-qnn.
+
+The emulator (libQnnHtp.so on x86_64) really compiles the graph with QNN, places ops,
+writes a context binary and computes with HTP numerics; its timings are host timings
+(source ``host-emulator``) and are never presented as device latency.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgegate.errors import CompileError, TargetError
+from edgegate.metrics import Source
+from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming
+from edgegate.targets.ort_runtime import open_session
+
+log = logging.getLogger(__name__)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("onnxruntime", "onnxruntime-qnn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class _OrtSession:
+    def __init__(self, sess: Any) -> None:
+        self._sess = sess
+        self.input_names = [i.name for i in sess.get_inputs()]
+        self.output_names = [o.name for o in sess.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return self._sess.run(None, dict(feeds))
+
+
+class _OrtTarget:
+    """What the CPU and emulator targets share: sessions, the worker, describe()."""
+
+    name: str
+    source: Source
+    _kind: str  # "cpu" | "qnn" for ort_runtime
+
+    def _provider_options(self) -> dict[str, str]:
+        return {}
+
+    def _allow_fallback(self) -> bool:
+        return False
+
+    def _threads(self) -> int | None:
+        return None
+
+    def open(self, compiled: CompiledGraph) -> _OrtSession:
+        try:
+            sess = open_session(
+                str(compiled.artifact),
+                self._kind,
+                self._provider_options(),
+                allow_cpu_fallback=self._allow_fallback(),
+                intra_op_threads=self._threads(),
+            )
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail type
+            raise TargetError(
+                f"{self.name}: cannot load compiled graph '{compiled.graph}' "
+                f"({compiled.artifact}): {exc}"
+            ) from exc
+        return _OrtSession(sess)
+
+    def benchmark(
+        self,
+        compiled: Sequence[CompiledGraph],
+        feeds: Mapping[str, Mapping[str, np.ndarray]],
+        *,
+        warmup: int,
+        repeats: int,
+        min_seconds: float,
+        work_dir: Path,
+    ) -> BenchmarkResult:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        graphs = []
+        for c in compiled:
+            npz = work_dir / f"{c.graph}_inputs.npz"
+            np.savez(npz, **{k: np.asarray(v) for k, v in feeds[c.graph].items()})
+            graphs.append({"graph": c.graph, "artifact": str(c.artifact), "inputs": str(npz)})
+        request = {
+            "kind": self._kind,
+            "provider_options": self._provider_options(),
+            "allow_cpu_fallback": self._allow_fallback(),
+            "intra_op_threads": self._threads(),
+            "graphs": graphs,
+            "warmup": warmup,
+            "repeats": repeats,
+            "min_seconds": min_seconds,
+        }
+        req_path = work_dir / "bench_request.json"
+        res_path = work_dir / "bench_result.json"
+        req_path.write_text(json.dumps(request))
+        res_path.unlink(missing_ok=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgegate.targets.bench_worker", str(req_path), str(res_path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        if proc.returncode != 0 or not res_path.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise TargetError(
+                f"{self.name}: benchmark worker failed (exit {proc.returncode}): {tail[0]}"
+            )
+        res = json.loads(res_path.read_text())
+        timings = tuple(
+            GraphTiming(t["graph"], tuple(t["samples_ms"]), t["warmup"], t["load_time_ms"])
+            for t in res["timings"]
+        )
+        return BenchmarkResult(
+            source=self.source,
+            timings=timings,
+            peak_memory_mb=res["peak_memory_mb"],
+            load_peak_memory_mb=res["load_peak_memory_mb"],
+            memory_method=res["memory_method"],
+            details={"baseline_rss_mb": res["baseline_rss_mb"]},
+        )
+
+
+def _count_nodes(onnx_path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+
+
+class CpuTarget(_OrtTarget):
+    """ONNX Runtime's CPU execution provider on this host (source ``host-cpu``)."""
+
+    _kind = "cpu"
+    source = Source.HOST_CPU
+
+    def __init__(self, name: str = "cpu", intra_op_threads: int | None = None, description: str = "") -> None:
+        self.name = name
+        self.intra_op_threads = intra_op_threads
+        self.description = description or "ONNX Runtime CPU execution provider on this host"
+
+    def _threads(self) -> int | None:
+        return self.intra_op_threads
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "cpu",
+            "name": self.name,
+            "runtime": "onnxruntime-cpu",
+            "chipset": None,
+            "arch": None,
+            "timing_source": self.source.value,
+            "description": self.description,
+            "versions": _versions(),
+        }
+
+    def compile(self, graph: str, onnx_path: Path, out_dir: Path) -> CompiledGraph:
+        """'Compiling' for the CPU: ORT's graph optimisations, saved as the artifact."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        artifact = out_dir / f"{graph}_ort_cpu.onnx"
+        t0 = time.perf_counter()
+        try:
+            open_session(
+                str(onnx_path),
+                "cpu",
+                {},
+                intra_op_threads=self.intra_op_threads,
+                optimized_model_file=str(artifact),
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise CompileError(f"{self.name}: ONNX Runtime CPU cannot load graph '{graph}': {exc}") from exc
+        ms = (time.perf_counter() - t0) * 1e3
+        n = _count_nodes(onnx_path)
+        return CompiledGraph(graph, artifact, (artifact,), 0, n, (), ms, {"runtime": "onnxruntime-cpu"})
+
+
+class QnnEmulatorTarget(_OrtTarget):
+    """QNN HTP emulator (libQnnHtp.so in onnxruntime-qnn): real QNN compile, host timings."""
+
+    _kind = "qnn"
+    source = Source.HOST_EMULATOR
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        soc_model: str | None,
+        htp_arch: int | None,
+        performance_mode: str = "burst",
+        allow_cpu_fallback: bool = False,
+        arch: str | None = None,
+        chipset: str | None = None,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.soc_model = soc_model
+        self.htp_arch = htp_arch
+        self.performance_mode = performance_mode
+        self.allow_cpu_fallback = allow_cpu_fallback
+        self.arch = arch
+        self.chipset = chipset
+        self.description = description
+
+    def _provider_options(self) -> dict[str, str]:
+        opts = {"backend_type": "htp", "htp_performance_mode": self.performance_mode}
+        if self.soc_model:
+            opts["soc_model"] = str(self.soc_model)
+        if self.htp_arch:
+            opts["htp_arch"] = str(self.htp_arch)
+        return opts
+
+    def _allow_fallback(self) -> bool:
+        return self.allow_cpu_fallback
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "qnn-emulator",
+            "name": self.name,
+            "runtime": "onnxruntime-qnn (QNN HTP emulator, x86_64 host)",
+            "chipset": self.chipset,
+            "arch": self.arch,
+            "htp_arch": self.htp_arch,
+            "soc_model": self.soc_model,
+            "performance_mode": self.performance_mode,
+            "timing_source": self.source.value,
+            "description": self.description,
+            "versions": _versions(),
+        }
+
+    def compile(self, graph: str, onnx_path: Path, out_dir: Path) -> CompiledGraph:
+        """Compile with QNN, CPU fallback disabled, and keep the EP-context model + binary."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ctx = out_dir / f"{graph}_qnn_ctx.onnx"
+        total = _count_nodes(onnx_path)
+        t0 = time.perf_counter()
+        try:
+            open_session(
+                str(onnx_path),
+                "qnn",
+                self._provider_options(),
+                allow_cpu_fallback=False,
+                context_file=str(ctx),
+            )
+        except Exception as exc:  # noqa: BLE001
+            if "fallback to CPU EP has been explicitly disabled" not in str(exc):
+                raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {exc}") from exc
+            return self._compile_with_fallback(graph, onnx_path, out_dir, ctx, total)
+        ms = (time.perf_counter() - t0) * 1e3
+        files = self._context_files(ctx)
+        return CompiledGraph(graph, ctx, files, total, 0, (), ms, {"provider_options": self._provider_options()})
+
+    def _compile_with_fallback(
+        self, graph: str, onnx_path: Path, out_dir: Path, ctx: Path, total: int
+    ) -> CompiledGraph:
+        """Some ops cannot go on the NPU: find which, then fail or (if allowed) keep them on CPU."""
+        import onnx
+
+        probe = out_dir / f"{graph}_qnn_ctx_fallback.onnx"
+        t0 = time.perf_counter()
+        try:
+            open_session(
+                str(onnx_path), "qnn", self._provider_options(), allow_cpu_fallback=True, context_file=str(probe)
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {exc}") from exc
+        ms = (time.perf_counter() - t0) * 1e3
+        nodes = onnx.load(str(probe), load_external_data=False).graph.node
+        cpu = [f"{n.op_type}({n.name})" for n in nodes if n.op_type != "EPContext"]
+        if not self.allow_cpu_fallback:
+            for f in self._context_files(probe):
+                f.unlink(missing_ok=True)
+            shown = ", ".join(cpu[:5]) + (f" and {len(cpu) - 5} more" if len(cpu) > 5 else "")
+            raise CompileError(
+                f"{self.name}: graph '{graph}': {len(cpu)} of {total} ONNX nodes are not supported "
+                f"by the QNN HTP backend: {shown}; change the model, or set "
+                f"allow_cpu_fallback: true in the device file to run them on the host CPU"
+            )
+        for f in self._context_files(probe):
+            shutil.move(str(f), str(out_dir / f.name.replace("_fallback", "")))
+        return CompiledGraph(
+            graph, ctx, self._context_files(ctx), total - len(cpu), len(cpu), tuple(cpu), ms,
+            {"provider_options": self._provider_options(), "cpu_fallback": True},
+        )
+
+    @staticmethod
+    def _context_files(ctx: Path) -> tuple[Path, ...]:
+        """The EP-context ONNX and the QNN context binaries it references."""
+        import onnx
+
+        files = [ctx]
+        for node in onnx.load(str(ctx), load_external_data=False).graph.node:
+            if node.op_type != "EPContext":
+                continue
+            for a in node.attribute:
+                if a.name == "ep_cache_context" and a.s:
+                    cand = ctx.parent / a.s.decode()
+                    if cand.exists():
+                        files.append(cand)
+        return tuple(files)
+
+
+def target_for_device(device: Any) -> _OrtTarget:
+    """Build the host target for a DeviceSpec of kind cpu or qnn-emulator."""
+    kind = device.kind
+    if kind == "cpu":
+        return CpuTarget(device.name, getattr(device, "intra_op_threads", None), device.description or "")
+    if kind == "qnn-emulator":
+        return QnnEmulatorTarget(
+            device.name,
+            soc_model=device.soc_model,
+            htp_arch=device.htp_arch,
+            performance_mode=device.performance_mode,
+            allow_cpu_fallback=device.allow_cpu_fallback,
+            arch=device.arch,
+            chipset=device.chipset,
+            description=device.description or "",
+        )
+    raise TargetError(f"device '{device.name}': kind '{kind}' is not a host target")

@@ -1,0 +1,88 @@
+"""ONNX Runtime session construction shared by the host targets and their benchmark worker.
+
+Kept free of EdgeGate's heavier imports so the worker process starts light: its
+post-import resident set is the memory baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+_QNN_REGISTERED = False
+
+
+def qnn_devices() -> list[Any]:
+    """Register the onnxruntime-qnn plugin EP once per process and return its devices."""
+    global _QNN_REGISTERED
+    import onnxruntime as ort
+
+    if not _QNN_REGISTERED:
+        import onnxruntime_qnn
+
+        # Registering twice raises; other code in this process may have done it already.
+        try:
+            ort.register_execution_provider_library(
+                "QNNExecutionProvider", onnxruntime_qnn.get_library_path()
+            )
+        except Exception as exc:  # noqa: BLE001 - ORT raises a bare Fail
+            if "already" not in str(exc).lower():
+                raise
+        _QNN_REGISTERED = True
+    return [d for d in ort.get_ep_devices() if d.ep_name == "QNNExecutionProvider"]
+
+
+def session_options(
+    kind: str,
+    provider_options: Mapping[str, str],
+    *,
+    allow_cpu_fallback: bool = False,
+    context_file: str | None = None,
+    intra_op_threads: int | None = None,
+    optimized_model_file: str | None = None,
+):
+    """SessionOptions for `kind` ("cpu" or "qnn") with EdgeGate's settings."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # ORT's warnings go to stderr unasked; errors still raise
+    if intra_op_threads:
+        so.intra_op_num_threads = int(intra_op_threads)
+    if optimized_model_file:
+        so.optimized_model_filepath = optimized_model_file
+    if kind == "qnn":
+        devices = qnn_devices()
+        if not devices:
+            raise RuntimeError("onnxruntime-qnn registered no QNNExecutionProvider device")
+        so.add_provider_for_devices(devices[:1], dict(provider_options))
+        # Fail instead of silently running unsupported ops on the CPU.
+        so.add_session_config_entry(
+            "session.disable_cpu_ep_fallback", "0" if allow_cpu_fallback else "1"
+        )
+        if context_file:
+            so.add_session_config_entry("ep.context_enable", "1")
+            so.add_session_config_entry("ep.context_file_path", context_file)
+    return so
+
+
+def open_session(
+    model_path: str,
+    kind: str,
+    provider_options: Mapping[str, str],
+    *,
+    allow_cpu_fallback: bool = False,
+    context_file: str | None = None,
+    intra_op_threads: int | None = None,
+    optimized_model_file: str | None = None,
+):
+    import onnxruntime as ort
+
+    so = session_options(
+        kind,
+        provider_options,
+        allow_cpu_fallback=allow_cpu_fallback,
+        context_file=context_file,
+        intra_op_threads=intra_op_threads,
+        optimized_model_file=optimized_model_file,
+    )
+    providers = None if kind == "qnn" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(model_path, sess_options=so, providers=providers)

@@ -1,0 +1,481 @@
+"""MTCNN face cascade (P-Net, R-Net, O-Net) as three NPU graphs plus shared host glue.
+
+The networks and their pretrained weights are the ones that ship in the facenet-pytorch
+2.6.0 wheel (MIT licence; weights converted from the original MTCNN release). The wheel
+pins torch<2.3, so it is installed with ``--no-deps`` and only its ``data/*.pt`` state
+dicts are read here, with ``weights_only=True``; the modules are defined below.
+
+Faces are EdgeGate's person cue: the pipeline ``person_detect`` scores face boxes.
+
+Fixed shapes, because a compiled NPU graph has fixed shapes:
+
+* P-Net runs once per image on a *pyramid mosaic*: every pyramid level is placed on one
+  canvas at even offsets (P-Net's stride is 2), and only output cells whose 12x12 window
+  lies wholly inside one level are read. Those cells equal what P-Net computes on that
+  level alone, so one graph of one shape replaces one graph per scale.
+* R-Net and O-Net run on fixed batches of crops; a short last batch is padded with
+  zeros and the padded rows are ignored.
+
+The glue (pyramid, mosaic, NMS, box regression, crops) is numpy/torch-CPU code in this
+module, shared by the FP32 baseline and the INT8 candidate, so only the graphs' numerics
+differ between them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.functional import interpolate
+
+GraphRunner = Callable[[str, dict[str, np.ndarray]], list[np.ndarray]]
+
+_CELL = 12  # P-Net window
+_STRIDE = 2  # P-Net output stride
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def _weights_path(name: str) -> Path:
+    # find_spec on a top-level package does not execute it (facenet_pytorch's __init__
+    # imports modules written for torch<2.3; we only need its data files).
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        from edgegate.errors import InputError
+
+        raise InputError(
+            "MTCNN weights: package 'facenet-pytorch' is not installed; "
+            "run `make setup` (it installs facenet-pytorch==2.6.0 with --no-deps)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / f"{name}.pt"
+
+
+def _load(module: nn.Module, name: str, pretrained: bool) -> nn.Module:
+    if pretrained:
+        state = torch.load(_weights_path(name), map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    return module.eval()
+
+
+class PNet(nn.Module):
+    """Proposal network: fully convolutional, 12x12 window, stride 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.softmax4_1 = nn.Softmax(dim=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.prelu1(self.conv1(x))
+        x = self.pool1(x)
+        x = self.prelu2(self.conv2(x))
+        x = self.prelu3(self.conv3(x))
+        return self.softmax4_1(self.conv4_1(x)), self.conv4_2(x)
+
+
+class RNet(nn.Module):
+    """Refinement network on 24x24 crops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.softmax5_1 = nn.Softmax(dim=1)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+        x = self.prelu4(self.dense4(x))
+        return self.softmax5_1(self.dense5_1(x)), self.dense5_2(x)
+
+
+class ONet(nn.Module):
+    """Output network on 48x48 crops: score, box regression, 5 landmarks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.softmax6_1 = nn.Softmax(dim=1)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+        x = self.prelu5(self.dense5(x))
+        return self.softmax6_1(self.dense6_1(x)), self.dense6_2(x), self.dense6_3(x)
+
+
+def pnet(pretrained: bool = True) -> nn.Module:
+    """P-Net with the facenet-pytorch weights (factory for pipeline YAML)."""
+    return _load(PNet(), "pnet", pretrained)
+
+
+def rnet(pretrained: bool = True) -> nn.Module:
+    """R-Net with the facenet-pytorch weights (factory for pipeline YAML)."""
+    return _load(RNet(), "rnet", pretrained)
+
+
+def onet(pretrained: bool = True) -> nn.Module:
+    """O-Net with the facenet-pytorch weights (factory for pipeline YAML)."""
+    return _load(ONet(), "onet", pretrained)
+
+
+# ----------------------------------------------------------------------------- mosaic
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One pyramid level placed on the P-Net canvas."""
+
+    scale: float
+    y: int
+    x: int
+    h: int
+    w: int
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    height: int
+    width: int
+    tiles: tuple[Tile, ...]
+
+
+def _even(v: int) -> int:
+    return v + (v % 2)
+
+
+def pyramid_mosaic(
+    image_h: int, image_w: int, min_face_size: float = 20.0, factor: float = 0.709
+) -> Mosaic:
+    """Shelf-pack MTCNN's scale pyramid for an image size onto one canvas.
+
+    Levels are the ones facenet-pytorch uses (``12 / min_face_size * factor**k`` while
+    the short side stays >= 12 px). Every tile starts at an even offset so P-Net cells
+    inside a tile see exactly the pixels they would see on that level alone.
+    """
+    m = 12.0 / min_face_size
+    minl = min(image_h, image_w) * m
+    scales: list[float] = []
+    s = m
+    while minl >= _CELL:
+        scales.append(s)
+        s *= factor
+        minl *= factor
+    if not scales:
+        raise ValueError(f"image {image_w}x{image_h} is smaller than one 12x12 P-Net window")
+    sizes = [(int(image_h * sc + 1), int(image_w * sc + 1)) for sc in scales]
+    gap = 2
+    canvas_w = _even(sizes[0][1]) + gap + (_even(sizes[1][1]) if len(sizes) > 1 else 0)
+    tiles: list[Tile] = []
+    y = x = shelf_h = 0
+    for sc, (h, w) in zip(scales, sizes):
+        if x + w > canvas_w:
+            y += _even(shelf_h) + gap
+            x = shelf_h = 0
+        tiles.append(Tile(sc, y, x, h, w))
+        x += _even(w) + gap
+        shelf_h = max(shelf_h, h)
+    return Mosaic(_even(y + shelf_h), _even(canvas_w), tuple(tiles))
+
+
+def _resample(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return interpolate(img, size=size, mode="area")
+
+
+def _normalize(x: torch.Tensor) -> np.ndarray:
+    return ((x - 127.5) * 0.0078125).numpy().astype(np.float32)
+
+
+def build_mosaic(image: torch.Tensor, mosaic: Mosaic) -> np.ndarray:
+    """Place every pyramid level of a (1,3,H,W) float image on the canvas (normalised)."""
+    canvas = torch.full((1, 3, mosaic.height, mosaic.width), 127.5)
+    for t in mosaic.tiles:
+        canvas[:, :, t.y : t.y + t.h, t.x : t.x + t.w] = _resample(image, (t.h, t.w))
+    return _normalize(canvas)
+
+
+# ----------------------------------------------------------------------------- box glue
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:
+    """Greedy NMS (MTCNN's +1 pixel convention); returns kept indices, best first."""
+    if boxes.size == 0:
+        return np.zeros((0,), dtype=np.int64)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        if method == "min":
+            overlap = inter / np.minimum(area[i], area[rest])
+        else:
+            overlap = inter / (area[i] + area[rest] - inter)
+        order = rest[overlap <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _bbreg(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    out = boxes.copy()
+    out[:, 0] += reg[:, 0] * w
+    out[:, 1] += reg[:, 1] * h
+    out[:, 2] += reg[:, 2] * w
+    out[:, 3] += reg[:, 3] * h
+    return out
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    out = boxes.copy()
+    h = boxes[:, 3] - boxes[:, 1]
+    w = boxes[:, 2] - boxes[:, 0]
+    side = np.maximum(w, h)
+    out[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    out[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def _crops(image: torch.Tensor, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resized, normalised crops of `boxes` (clipped to the image); returns (crops, kept idx)."""
+    _, _, h, w = image.shape
+    b = np.trunc(boxes[:, :4]).astype(np.int64)
+    x1 = np.maximum(b[:, 0], 1)
+    y1 = np.maximum(b[:, 1], 1)
+    x2 = np.minimum(b[:, 2], w)
+    y2 = np.minimum(b[:, 3], h)
+    out, kept = [], []
+    for k in range(len(b)):
+        if y2[k] > y1[k] - 1 and x2[k] > x1[k] - 1:
+            patch = image[:, :, y1[k] - 1 : y2[k], x1[k] - 1 : x2[k]]
+            out.append(_resample(patch, (size, size)))
+            kept.append(k)
+    if not out:
+        return np.zeros((0, 3, size, size), np.float32), np.zeros((0,), np.int64)
+    return _normalize(torch.cat(out, 0)), np.asarray(kept, np.int64)
+
+
+def _run_batched(
+    run: GraphRunner, graph: str, input_name: str, batch: int, data: np.ndarray
+) -> list[np.ndarray]:
+    """Run a fixed-batch graph over `data`, padding the last batch with zeros."""
+    outs: list[list[np.ndarray]] = []
+    for start in range(0, len(data), batch):
+        chunk = data[start : start + batch]
+        n = len(chunk)
+        if n < batch:
+            pad = np.zeros((batch - n, *chunk.shape[1:]), dtype=chunk.dtype)
+            chunk = np.concatenate([chunk, pad], 0)
+        res = run(graph, {input_name: chunk})
+        outs.append([r[:n] for r in res])
+    return [np.concatenate(parts, 0) for parts in zip(*outs)]
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class MTCNNAdapter:
+    """Host glue for the three-graph MTCNN cascade: image in, face boxes out.
+
+    ``graphs`` maps the role (pnet/rnet/onet) to the graph names of the pipeline, whose
+    declared input shapes must match what this adapter feeds.
+    """
+
+    graph_names = ("pnet", "rnet", "onet")
+
+    def __init__(
+        self,
+        *,
+        image_size: Sequence[int] = (120, 160),
+        min_face_size: float = 20.0,
+        factor: float = 0.709,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        rnet_batch: int = 32,
+        onet_batch: int = 8,
+    ) -> None:
+        self.image_h, self.image_w = int(image_size[0]), int(image_size[1])
+        self.min_face_size = float(min_face_size)
+        self.factor = float(factor)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.rnet_batch = int(rnet_batch)
+        self.onet_batch = int(onet_batch)
+        self.mosaic = pyramid_mosaic(self.image_h, self.image_w, self.min_face_size, self.factor)
+
+    def expected_inputs(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """Input name -> shape for each graph, for checking the pipeline's declarations."""
+        return {
+            "pnet": {"image": (1, 3, self.mosaic.height, self.mosaic.width)},
+            "rnet": {"crops": (self.rnet_batch, 3, 24, 24)},
+            "onet": {"crops": (self.onet_batch, 3, 48, 48)},
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "image_size": [self.image_h, self.image_w],
+            "min_face_size": self.min_face_size,
+            "factor": self.factor,
+            "thresholds": list(self.thresholds),
+            "pyramid_levels": len(self.mosaic.tiles),
+        }
+
+    # The three stages, each a pure function of its inputs and the graph outputs.
+
+    def _stage1(self, run: GraphRunner, image: torch.Tensor) -> np.ndarray:
+        canvas = build_mosaic(image, self.mosaic)
+        prob, reg = run("pnet", {"image": canvas})[:2]
+        score_map = prob[0, 1]
+        candidates = []
+        for t in self.mosaic.tiles:
+            # cells whose 12x12 window lies wholly inside this tile
+            i0, j0 = t.y // _STRIDE, t.x // _STRIDE
+            ni = (t.h - _CELL) // _STRIDE + 1
+            nj = (t.w - _CELL) // _STRIDE + 1
+            if ni <= 0 or nj <= 0:
+                continue
+            s = score_map[i0 : i0 + ni, j0 : j0 + nj]
+            r = reg[0, :, i0 : i0 + ni, j0 : j0 + nj]
+            ii, jj = np.nonzero(s >= self.thresholds[0])
+            if ii.size == 0:
+                continue
+            q1x = np.floor((_STRIDE * jj + 1) / t.scale)
+            q1y = np.floor((_STRIDE * ii + 1) / t.scale)
+            q2x = np.floor((_STRIDE * jj + _CELL) / t.scale)
+            q2y = np.floor((_STRIDE * ii + _CELL) / t.scale)
+            boxes = np.stack(
+                [q1x, q1y, q2x, q2y, s[ii, jj], r[0, ii, jj], r[1, ii, jj], r[2, ii, jj], r[3, ii, jj]],
+                axis=1,
+            ).astype(np.float32)
+            keep = nms(boxes[:, :4], boxes[:, 4], 0.5)
+            candidates.append(boxes[keep])
+        if not candidates:
+            return np.zeros((0, 5), np.float32)
+        boxes = np.concatenate(candidates, 0)
+        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
+        w = boxes[:, 2] - boxes[:, 0]
+        h = boxes[:, 3] - boxes[:, 1]
+        refined = np.stack(
+            [
+                boxes[:, 0] + boxes[:, 5] * w,
+                boxes[:, 1] + boxes[:, 6] * h,
+                boxes[:, 2] + boxes[:, 7] * w,
+                boxes[:, 3] + boxes[:, 8] * h,
+                boxes[:, 4],
+            ],
+            axis=1,
+        )
+        return _square(refined)
+
+    def _stage2(self, run: GraphRunner, image: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
+        crops, kept = _crops(image, boxes, 24)
+        if len(kept) == 0:
+            return np.zeros((0, 5), np.float32)
+        boxes = boxes[kept]
+        prob, reg = _run_batched(run, "rnet", "crops", self.rnet_batch, crops)[:2]
+        score = prob[:, 1]
+        ok = score > self.thresholds[1]
+        boxes = np.concatenate([boxes[ok, :4], score[ok, None]], 1)
+        reg = reg[ok]
+        keep = nms(boxes[:, :4], boxes[:, 4], 0.7)
+        return _square(_bbreg(boxes[keep], reg[keep]))
+
+    def _stage3(self, run: GraphRunner, image: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
+        crops, kept = _crops(image, boxes, 48)
+        if len(kept) == 0:
+            return np.zeros((0, 5), np.float32)
+        boxes = boxes[kept]
+        prob, reg = _run_batched(run, "onet", "crops", self.onet_batch, crops)[:2]
+        score = prob[:, 1]
+        ok = score > self.thresholds[2]
+        boxes = np.concatenate([boxes[ok, :4], score[ok, None]], 1)
+        boxes = _bbreg(boxes, reg[ok])
+        keep = nms(boxes[:, :4], boxes[:, 4], 0.7, method="min")
+        return boxes[keep]
+
+    def predict(self, image: np.ndarray, run: GraphRunner) -> dict[str, np.ndarray]:
+        """Detect faces in an HxWx3 uint8 RGB image; `run(graph, feeds)` executes a graph."""
+        if image.shape[:2] != (self.image_h, self.image_w):
+            raise ValueError(
+                f"image is {image.shape[1]}x{image.shape[0]}, the cascade was built for "
+                f"{self.image_w}x{self.image_h}"
+            )
+        img = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float()
+        boxes = self._stage1(run, img)
+        if len(boxes):
+            boxes = self._stage2(run, img, boxes)
+        if len(boxes):
+            boxes = self._stage3(run, img, boxes)
+        return {
+            "boxes": boxes[:, :4].astype(np.float32).reshape(-1, 4),
+            "scores": boxes[:, 4].astype(np.float32).reshape(-1),
+        }
+
+
+def mosaic_canvas_shape(image_h: int, image_w: int, min_face_size: float = 20.0) -> tuple[int, int]:
+    """Convenience for writing pipeline YAML: the P-Net input (H, W) for an image size."""
+    m = pyramid_mosaic(image_h, image_w, min_face_size)
+    return m.height, m.width
+
+
+__all__ = [
+    "MTCNNAdapter",
+    "PNet",
+    "RNet",
+    "ONet",
+    "pnet",
+    "rnet",
+    "onet",
+    "pyramid_mosaic",
+    "mosaic_canvas_shape",
+    "nms",
+]
