@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -97,61 +98,67 @@ def quantize_graph(
     from aimet_torch.common import quantsim as aimet_common_quantsim
 
     _seed_everything(settings.seed)
+    # AIMET logs every step at INFO on its own "Quant" logger; keep it to warnings.
+    logging.getLogger("Quant").setLevel(logging.WARNING)
     model = model.eval()
     dummy = _as_tuple(calibration[0])
     batches = [_as_tuple(b) for b in calibration]
     out_dir.mkdir(parents=True, exist_ok=True)
 
     try:
-        if settings.bn_fold:
-            from aimet_torch.batch_norm_fold import fold_all_batch_norms
+        with warnings.catch_warnings():
+            # torch.jit/AIMET tracing deprecation chatter, not about the user's model
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            if settings.bn_fold:
+                from aimet_torch.batch_norm_fold import fold_all_batch_norms
 
-            fold_all_batch_norms(model, input_shapes=None, dummy_input=dummy)
-        if settings.cle:
-            from aimet_torch.cross_layer_equalization import equalize_model
+                fold_all_batch_norms(model, input_shapes=None, dummy_input=dummy)
+            if settings.cle:
+                from aimet_torch.cross_layer_equalization import equalize_model
 
-            equalize_model(model, dummy_input=dummy)
+                equalize_model(model, dummy_input=dummy)
 
-        sim = QuantizationSimModel(
-            model,
-            dummy_input=dummy,
-            quant_scheme=_quant_scheme(settings.scheme),
-            default_output_bw=settings.output_bw,
-            default_param_bw=settings.param_bw,
-            config_file=settings.config,
-        )
+            sim = QuantizationSimModel(
+                model,
+                dummy_input=dummy,
+                quant_scheme=_quant_scheme(settings.scheme),
+                default_output_bw=settings.output_bw,
+                default_param_bw=settings.param_bw,
+                config_file=settings.config,
+            )
 
-        if settings.adaround_iterations:
-            sim = _adaround(model, sim, dummy, batches, settings, out_dir, stem)
+            if settings.adaround_iterations:
+                sim = _adaround(model, sim, dummy, batches, settings, out_dir, stem)
 
-        def forward(m: torch.nn.Module, _: object) -> None:
-            with torch.no_grad():
-                for b in batches:
-                    m(*b)
+            def forward(m: torch.nn.Module, _: object) -> None:
+                with torch.no_grad():
+                    for b in batches:
+                        m(*b)
 
-        sim.compute_encodings(forward, None)
+            sim.compute_encodings(forward, None)
 
-        qdq = out_dir / f"{stem}_qdq.onnx"
-        opset = 21 if max(settings.output_bw, settings.param_bw) > 8 else 17
-        aimet_onnx.export(
-            sim.model,
-            dummy,
-            str(qdq),
-            input_names=list(input_names),
-            output_names=list(output_names),
-            opset_version=opset,
-            dynamo=False,
-        )
-        # ONNX + .encodings (1.0.0: the format QNN's converters read for v66 parts)
-        aimet_common_quantsim.encoding_version = "1.0.0"
-        plain = out_dir / f"{stem}.onnx"
-        sim.onnx.export(
-            dummy,
-            str(plain),
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamo=False,
-        )
+            qdq = out_dir / f"{stem}_qdq.onnx"
+            opset = 21 if max(settings.output_bw, settings.param_bw) > 8 else 17
+            aimet_onnx.export(
+                sim.model,
+                dummy,
+                str(qdq),
+                input_names=list(input_names),
+                output_names=list(output_names),
+                opset_version=opset,
+                dynamo=False,
+            )
+            # ONNX + .encodings (1.0.0: the format QNN's converters read for v66 parts)
+            aimet_common_quantsim.encoding_version = "1.0.0"
+            plain = out_dir / f"{stem}.onnx"
+            sim.onnx.export(
+                dummy,
+                str(plain),
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamo=False,
+            )
     except (InputError, QuantizeError):
         raise
     except Exception as exc:  # AIMET raises bare RuntimeError/ValueError; say which graph

@@ -108,7 +108,7 @@ def test_fixture_device_and_aimet_config() -> None:
     assert isinstance(device, QnnEmulatorDevice)
     assert device.source_path is not None
     assert device.source_path.name == "htp-sim.yaml"
-    assert device.arch == "v66" and device.htp_arch == 66
+    assert device.arch == "v66" and device.htp_arch == 68
     assert aimet_config_for(spec, device) == "htp_v66"
     cpu = load_device("cpu", devices_dir=SPECS / "devices")
     assert isinstance(cpu, CpuDevice)
@@ -403,17 +403,21 @@ def test_device_kind_errors(workdir: Path) -> None:
 
 
 def test_qnn_emulator_rules(workdir: Path) -> None:
-    assert device_error("name: dev\nkind: qnn-emulator\nhtp_arch: 66\n") == (
+    assert device_error("name: dev\nkind: qnn-emulator\nhtp_arch: 68\n") == (
         "devices/dev.yaml: arch: field required for kind qnn-emulator "
         "(it picks the AIMET config, e.g. v66)"
     )
     assert device_error("name: dev\nkind: qnn-emulator\narch: v66\n") == (
-        "devices/dev.yaml: htp_arch: set htp_arch (e.g. 66) or soc_model, or both"
+        "devices/dev.yaml: htp_arch: set htp_arch (e.g. 68) or soc_model, or both"
     )
-    assert device_error("name: dev\nkind: qnn-emulator\narch: v66\nhtp_arch: 73\n") == (
-        "devices/dev.yaml:4: htp_arch: 73 does not match arch v66; make them agree"
+    assert device_error("name: dev\nkind: qnn-emulator\narch: v73\nhtp_arch: 68\n") == (
+        "devices/dev.yaml:4: htp_arch: 68 is older than arch v73; the emulated HTP must be at least the arch"
     )
-    assert device_error("name: dev\nkind: qnn-emulator\narch: v67\nhtp_arch: 66\n") == (
+    # libQnnHtp has no v66 (RB5's v66 is the DSP backend): an RB5-class device compiles on v68.
+    assert device_error("name: dev\nkind: qnn-emulator\narch: v66\nhtp_arch: 66\n") == (
+        "devices/dev.yaml:4: htp_arch: input should be 68, 69, 73, 75, 79 or 81"
+    )
+    assert device_error("name: dev\nkind: qnn-emulator\narch: v67\nhtp_arch: 68\n") == (
         "devices/dev.yaml:3: arch: input should be 'v66', 'v68', 'v69', 'v73', 'v75', 'v79' "
         "or 'v81'"
     )

@@ -6,9 +6,26 @@ post-import resident set is the memory baseline.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 _QNN_REGISTERED = False
+
+
+@contextmanager
+def native_stdout_to_stderr() -> Iterator[None]:
+    """QNN's native libraries print banners on fd 1; keep stdout for reports."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def qnn_devices() -> list[Any]:
@@ -84,5 +101,7 @@ def open_session(
         intra_op_threads=intra_op_threads,
         optimized_model_file=optimized_model_file,
     )
-    providers = None if kind == "qnn" else ["CPUExecutionProvider"]
-    return ort.InferenceSession(model_path, sess_options=so, providers=providers)
+    if kind != "qnn":
+        return ort.InferenceSession(model_path, sess_options=so, providers=["CPUExecutionProvider"])
+    with native_stdout_to_stderr():
+        return ort.InferenceSession(model_path, sess_options=so)

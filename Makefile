@@ -1,0 +1,37 @@
+# EdgeGate: `make run` (set up, then the person_detect pipeline), `make test` (set up, then pytest).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup run test bench pack clean
+
+setup: $(STAMP)
+
+# Re-install when the project's metadata changes.
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[test]'
+	# facenet-pytorch 2.6.0 carries the MTCNN weights (MIT) but pins torch<2.3 in its metadata;
+	# EdgeGate defines the networks itself and only reads the .pt state dicts, so no deps.
+	$(BIN)/python -m pip install --no-deps facenet-pytorch==2.6.0
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/edgegate run pipelines/person_detect.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/harness_overhead.py
+	$(BIN)/python bench/run_wall.py
+
+# Rebuild the PromptPack from the photos in scikit-image and matplotlib (byte-identical output).
+pack: setup
+	$(BIN)/python -m pip install -e '.[packs]'
+	$(BIN)/python promptpacks/person_detect/build_pack.py
+
+clean:
+	rm -rf .edgegate

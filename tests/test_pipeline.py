@@ -1,0 +1,136 @@
+"""Integration: the whole pipeline on the real MTCNN cascade and the mini PromptPack,
+on both host targets (ONNX Runtime CPU and the QNN HTP emulator)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgegate.db import ExperimentDB
+from edgegate.gates import GateStatus
+from edgegate.metrics import Source
+from edgegate.pipeline import RunOptions, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI = ROOT / "tests" / "fixtures" / "pipelines" / "person_detect_mini.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+def _options(tmp: Path, device: str | None = None, **kw) -> RunOptions:
+    return RunOptions(device=device, db_url=f"sqlite:///{tmp / 'eg.db'}", home=tmp / "home", **kw)
+
+
+@pytest.fixture(scope="module")
+def emulator_runs(tmp_path_factory: pytest.TempPathFactory):
+    """Two runs on htp-sim: the first makes the golden, the second reuses every cache."""
+    tmp = tmp_path_factory.mktemp("htp")
+    first = run_pipeline(MINI, _options(tmp))
+    second = run_pipeline(MINI, _options(tmp))
+    return tmp, first, second
+
+
+def test_first_run_makes_golden_then_candidate(emulator_runs) -> None:
+    tmp, first, _ = emulator_runs
+    db = ExperimentDB(f"sqlite:///{tmp / 'eg.db'}")
+    base = db.get_run(first.baseline.run_id)
+    cand = db.get_run(first.candidate.run_id)
+    assert (base.variant, base.status) == ("fp32", "completed")
+    assert (cand.variant, cand.status) == ("int8", "passed" if first.passed else "failed")
+    assert db.golden("person_detect_mini", "htp-sim") == base.id
+    assert cand.golden_run_id == base.id
+    assert base.pack_digest == cand.pack_digest and base.pack_digest.startswith("sha256:")
+    # No run is left "running" after the process is done with it.
+    assert all(r.status != "running" for r in db.list_runs())
+
+
+def test_candidate_runs_on_the_npu_with_sources(emulator_runs) -> None:
+    _, first, _ = emulator_runs
+    c, b = first.candidate.metrics, first.baseline.metrics
+    assert c["inference_time_ms"].source is Source.HOST_EMULATOR
+    assert b["inference_time_ms"].source is Source.HOST_CPU  # FP32 reference on the host CPU
+    assert c["npu_fraction"].value == 1.0 and c["cpu_nodes"].value == 0
+    assert c["npu_nodes"].value > 200  # P-Net + R-Net + O-Net QDQ graphs, every node on the NPU
+    assert 0.0 <= c["map50"].value <= 1.0 and "baseline_agreement" in c
+    assert c["peak_memory_mb"].value > 0
+    # INT8 weights are a quarter of FP32's (biases stay 32-bit).
+    assert 0.24 < c["model_size_kb"].value / b["model_size_kb"].value < 0.27
+    for graph in ("pnet", "rnet", "onet"):
+        assert first.candidate.latency[graph].n == 3  # repeats from the pipeline
+        assert first.candidate.compiled[graph].artifact.name == f"{graph}_qnn_ctx.onnx"
+
+
+def test_emulator_latency_gate_is_not_applicable(emulator_runs) -> None:
+    _, first, _ = emulator_runs
+    latency_gate = next(g for g in first.gates if g.gate.metric == "inference_time_ms")
+    assert latency_gate.status is GateStatus.NOT_APPLICABLE
+    assert "host-emulator" in latency_gate.reason
+
+
+def test_second_run_reuses_golden_and_cache(emulator_runs) -> None:
+    _, first, second = emulator_runs
+    assert second.baseline.from_golden and second.baseline.run_id == first.baseline.run_id
+    assert second.candidate.run_id != first.candidate.run_id
+    assert all(c.details["cached"] for c in second.candidate.compiled.values())
+    # Same artifacts, byte for byte: compile was skipped, quantize was skipped.
+    def digests(r):
+        return sorted((a["kind"], a["graph"], a["sha256"]) for a in r.candidate.artifacts if a["kind"] != "predictions" and a["kind"] != "per_sample_scores")
+    assert digests(first) == digests(second)
+
+
+def test_json_report_written(emulator_runs) -> None:
+    _, first, _ = emulator_runs
+    report = json.loads(first.report_path.read_text())
+    assert report["pipeline"] == "person_detect_mini"
+    assert report["candidate"]["metrics"]["inference_time_ms"]["source"] == "host-emulator"
+    assert report["verdict"]["speedup"]["value"] is None  # host-cpu vs host-emulator: no speedup claimed
+    assert {g["expr"] for g in report["gates"]} >= {"inference_time_ms <= 50"}
+
+
+def test_cpu_target_end_to_end(tmp_path: Path) -> None:
+    result = run_pipeline(MINI, _options(tmp_path, device="cpu"))
+    c = result.candidate.metrics
+    assert c["inference_time_ms"].source is Source.HOST_CPU
+    assert result.baseline.metrics["inference_time_ms"].source is Source.HOST_CPU
+    assert c["npu_nodes"].value == 0 and c["npu_fraction"].value == 0.0
+    report = json.loads(result.report_path.read_text())
+    assert report["verdict"]["speedup"]["value"] > 0  # same source: a speedup can be stated
+    assert ExperimentDB(f"sqlite:///{tmp_path / 'eg.db'}").golden("person_detect_mini", "cpu") == result.baseline.run_id
+
+
+def test_rebaseline_makes_a_new_golden(tmp_path: Path) -> None:
+    opts = _options(tmp_path, device="cpu")
+    first = run_pipeline(MINI, opts)
+    again = run_pipeline(MINI, _options(tmp_path, device="cpu", rebaseline=True))
+    assert not again.baseline.from_golden
+    assert again.baseline.run_id != first.baseline.run_id
+    db = ExperimentDB(f"sqlite:///{tmp_path / 'eg.db'}")
+    assert db.golden("person_detect_mini", "cpu") == again.baseline.run_id
+
+
+def test_failing_gate_and_pack_drift(tmp_path: Path) -> None:
+    pack = tmp_path / "pack"
+    shutil.copytree(MINI.parents[1] / "packs" / "person_detect_mini", pack)
+    spec = yaml.safe_load(MINI.read_text())
+    spec["evaluation"]["promptpack"] = str(pack)
+    spec["gates"] = ["map50 >= 1.5"]
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(yaml.safe_dump(spec))
+    result = run_pipeline(pipe, _options(tmp_path, device="cpu"))
+    assert not result.passed and result.gates[0].status is GateStatus.FAIL
+    db = ExperimentDB(f"sqlite:///{tmp_path / 'eg.db'}")
+    assert db.get_run(result.candidate.run_id).status == "failed"
+
+    # Change the pack (rebuild its manifest digest by editing the description): the golden
+    # was scored on another digest, so comparing is refused until --rebaseline.
+    manifest = pack / "manifest.yaml"
+    manifest.write_text(manifest.read_text().replace("description:", "description: (edited)", 1))
+    from edgegate.errors import InputError
+
+    with pytest.raises(InputError, match="--rebaseline"):
+        run_pipeline(pipe, _options(tmp_path, device="cpu"))
+    assert all(r.status != "running" for r in db.list_runs())
