@@ -36,6 +36,25 @@ def _reset_peak() -> bool:
         return False
 
 
+def timed_loop(run, feeds, *, warmup: int, repeats: int, min_seconds: float = 0.0) -> list[int]:
+    """Warmup, then time `repeats` calls (at least `min_seconds` in all); nanoseconds each.
+
+    As bare as a hand-written loop: bench/harness_overhead.py measures the difference.
+    """
+    perf = time.perf_counter_ns
+    for _ in range(warmup):
+        run(None, feeds)
+    min_ns = min_seconds * 1e9
+    samples: list[int] = []
+    append = samples.append
+    started = perf()
+    while len(samples) < repeats or (perf() - started) < min_ns:
+        t0 = perf()
+        run(None, feeds)
+        append(perf() - t0)
+    return samples
+
+
 def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text())
     import numpy as np
@@ -67,20 +86,10 @@ def main(argv: list[str]) -> int:
 
     warmup = int(request["warmup"])
     repeats = int(request["repeats"])
-    min_ns = float(request.get("min_seconds", 0.0)) * 1e9
+    min_seconds = float(request.get("min_seconds", 0.0))
     timings = []
-    perf = time.perf_counter_ns
     for (graph, sess, feeds), lms in zip(sessions, load_ms):
-        run = sess.run
-        for _ in range(warmup):
-            run(None, feeds)
-        samples: list[int] = []
-        started = perf()
-        # The timed loop is as bare as a hand-written one: bench/harness_overhead.py checks it.
-        while len(samples) < repeats or (perf() - started) < min_ns:
-            t0 = perf()
-            run(None, feeds)
-            samples.append(perf() - t0)
+        samples = timed_loop(sess.run, feeds, warmup=warmup, repeats=repeats, min_seconds=min_seconds)
         timings.append(
             {
                 "graph": graph,
