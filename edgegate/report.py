@@ -162,8 +162,8 @@ def _fmt_delta(name: str, row: dict[str, Any] | None, m: dict[str, Any] | None) 
 def _source(b: dict[str, Any] | None, c: dict[str, Any] | None) -> str:
     sb = b["source"] if b else None
     sc = c["source"] if c else None
-    if sb == sc:
-        return sb or ""
+    if sb == sc or sb is None or sc is None:
+        return sb or sc or ""
     return f"{sb or '—'} → {sc or '—'}"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +36,9 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 class _OrtSession:
@@ -257,6 +259,8 @@ class QnnEmulatorTarget(_OrtTarget):
                 context_file=str(ctx),
             )
         except Exception as exc:  # noqa: BLE001
+            for stale in out_dir.glob(f"{graph}_qnn_ctx*"):  # a failed attempt may leave a binary
+                stale.unlink()
             if "fallback to CPU EP has been explicitly disabled" not in str(exc):
                 raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {exc}") from exc
             return self._compile_with_fallback(graph, onnx_path, out_dir, ctx, total)
@@ -280,20 +284,23 @@ class QnnEmulatorTarget(_OrtTarget):
             raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {exc}") from exc
         ms = (time.perf_counter() - t0) * 1e3
         nodes = onnx.load(str(probe), load_external_data=False).graph.node
-        cpu = [f"{n.op_type}({n.name})" for n in nodes if n.op_type != "EPContext"]
+        cpu = [n for n in nodes if n.op_type != "EPContext"]
+        cpu_ops = tuple(f"{n.op_type}({n.name})" for n in cpu)
         if not self.allow_cpu_fallback:
             for f in self._context_files(probe):
                 f.unlink(missing_ok=True)
-            shown = ", ".join(cpu[:5]) + (f" and {len(cpu) - 5} more" if len(cpu) > 5 else "")
+            # Q/DQ nodes land on the CPU only because the op they wrap did not go to QNN.
+            culprits = [f"{n.op_type}({n.name})" for n in cpu if n.op_type not in _QDQ] or list(cpu_ops)
+            shown = ", ".join(culprits[:5]) + (f" and {len(culprits) - 5} more" if len(culprits) > 5 else "")
+            extra = len(cpu) - len(culprits)
+            around = f" (plus {extra} Quantize/DequantizeLinear node(s) around them)" if extra else ""
             raise CompileError(
-                f"{self.name}: graph '{graph}': {len(cpu)} of {total} ONNX nodes are not supported "
-                f"by the QNN HTP backend: {shown}; change the model, or set "
-                f"allow_cpu_fallback: true in the device file to run them on the host CPU"
+                f"{self.name}: graph '{graph}': ops not supported by the QNN HTP backend: {shown}"
+                f"{around}; {len(cpu)} of {total} ONNX nodes would run on the host CPU; change the "
+                "model, or set allow_cpu_fallback: true in the device file to accept that"
             )
-        for f in self._context_files(probe):
-            shutil.move(str(f), str(out_dir / f.name.replace("_fallback", "")))
         return CompiledGraph(
-            graph, ctx, self._context_files(ctx), total - len(cpu), len(cpu), tuple(cpu), ms,
+            graph, probe, self._context_files(probe), total - len(cpu), len(cpu), cpu_ops, ms,
             {"provider_options": self._provider_options(), "cpu_fallback": True},
         )
 

@@ -60,8 +60,11 @@ def session_options(
     """SessionOptions for `kind` ("cpu" or "qnn") with EdgeGate's settings."""
     import onnxruntime as ort
 
+    # ORT's process-wide logger prints [E:...] lines for conditions EdgeGate turns into its own
+    # one-line errors (e.g. unsupported ops); keep it to fatal unless asked.
+    ort.set_default_logger_severity(int(os.environ.get("EDGEGATE_ORT_LOG_LEVEL", "4")))
     so = ort.SessionOptions()
-    so.log_severity_level = 3  # ORT's warnings go to stderr unasked; errors still raise
+    so.log_severity_level = int(os.environ.get("EDGEGATE_ORT_LOG_LEVEL", "4"))
     if intra_op_threads:
         so.intra_op_num_threads = int(intra_op_threads)
     if optimized_model_file:
