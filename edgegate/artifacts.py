@@ -96,8 +96,16 @@ class ArtifactCache:
             )
             final = stage_dir / key
             if final.exists():  # a stale or corrupted entry: replace it
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                # Another process stored the same key meanwhile: use theirs if it is whole.
+                theirs = self.lookup(stage, key)
+                if theirs is None:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                return theirs
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

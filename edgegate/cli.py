@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -70,6 +71,9 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
     from edgegate.progress import Progress
     from edgegate.report import build_report, render_markdown, render_terminal
 
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the run's row gets its final status.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
     result = run_pipeline(
         pipeline,
         RunOptions(device=device, db_url=db_url, rebaseline=rebaseline, report_path=json_out,
@@ -123,7 +127,8 @@ def golden_show(pipeline: str | None, db_url: str | None) -> None:
     for pipe, dev, run_id, set_at in rows:
         click.echo(f"{pipe} on {dev}: run {run_id} (set {set_at:%Y-%m-%d %H:%M:%S} UTC)")
         for m in db.metrics(run_id).values():
-            click.echo(f"  {m.name} = {m.value:.6g} {m.unit or ''} [{m.source}]".rstrip())
+            unit = f" {m.unit}" if m.unit else ""
+            click.echo(f"  {m.name} = {m.value:.6g}{unit} [{m.source}]")
 
 
 @golden.command("set")

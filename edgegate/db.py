@@ -152,18 +152,18 @@ def _pid_alive(pid: int) -> bool:
 class ExperimentDB:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
-        if self.url.startswith("sqlite:///"):
-            Path(self.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.url.startswith("sqlite:///"):
+                Path(self.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(self.url, future=True)
-        except (SQLAlchemyError, ValueError, ImportError) as exc:
-            raise InputError(f"--db: cannot open database URL '{self.url}': {exc}") from exc
+        except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
+            raise InputError(f"--db: cannot open database URL '{self.url}': {_one_line(exc)}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
-            raise InputError(f"--db: cannot use database '{self.url}': {exc.__class__.__name__}: {exc}") from exc
+            raise InputError(f"--db: cannot use database '{self.url}': {exc.__class__.__name__}: {_one_line(exc)}") from exc
         self._recover_stale()
 
     # -- runs ------------------------------------------------------------------
@@ -334,6 +334,11 @@ class ExperimentDB:
             if pipeline:
                 q = q.where(GoldenRow.pipeline == pipeline)
             return [(r.pipeline, r.device, r.run_id, r.set_at) for r in s.scalars(q)]
+
+
+def _one_line(exc: BaseException) -> str:
+    """SQLAlchemy appends a '(Background on this error at: ...)' line; keep the first."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

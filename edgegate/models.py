@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -86,7 +87,10 @@ def export_fp32_onnx(src: GraphSource, out_path: Path) -> Path:
         return out_path
     model = load_torch_model(src)
     dummy = tuple(torch.zeros(shape, dtype=torch.float32) for shape in src.input_shapes)
-    with torch.no_grad():
+    # The TorchScript exporter (dynamo=False) is deliberate: AIMET's QDQ export uses it too, so
+    # FP32 and INT8 graphs come from the same tracer. Its deprecation notice is not news.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,
             dummy,

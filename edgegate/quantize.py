@@ -110,6 +110,7 @@ def quantize_graph(
             # torch.jit/AIMET tracing deprecation chatter, not about the user's model
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             if settings.bn_fold:
                 from aimet_torch.batch_norm_fold import fold_all_batch_norms
 

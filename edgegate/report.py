@@ -121,10 +121,14 @@ def write_json_report(report: dict[str, Any], path: Path) -> None:
     """Write atomically: an existing report is never left half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=1, sort_keys=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=1, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _fmt_value(name: str, m: dict[str, Any] | None) -> str:
@@ -212,8 +216,9 @@ def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
     table.add_column("Source")
     for row in table_rows(report):
         table.add_row(*row)
-    console = Console(width=width, record=True, color_system=None, force_terminal=False, file=open(os.devnull, "w"))
-    console.print(table)
+    with open(os.devnull, "w") as devnull:
+        console = Console(width=width, record=True, color_system=None, force_terminal=False, file=devnull)
+        console.print(table)
     lines = [console.export_text().rstrip()]
     placement = c["placement"]
     if placement:

@@ -125,10 +125,12 @@ def test_failing_gate_and_pack_drift(tmp_path: Path) -> None:
     db = ExperimentDB(f"sqlite:///{tmp_path / 'eg.db'}")
     assert db.get_run(result.candidate.run_id).status == "failed"
 
-    # Change the pack (rebuild its manifest digest by editing the description): the golden
-    # was scored on another digest, so comparing is refused until --rebaseline.
+    # Change the pack (a new version: a new manifest digest): the golden was scored on
+    # another digest, so comparing is refused until --rebaseline.
     manifest = pack / "manifest.yaml"
-    manifest.write_text(manifest.read_text().replace("description:", "description: (edited)", 1))
+    text = manifest.read_text()
+    assert "version: 1.0.0" in text
+    manifest.write_text(text.replace("version: 1.0.0", "version: 1.0.1", 1))
     from edgegate.errors import InputError
 
     with pytest.raises(InputError, match="--rebaseline"):
