@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgegate import __version__
+from edgegate.adapters import GraphRunner, predict_sample
 from edgegate.artifacts import ArtifactCache, CacheEntry, digest_json, sha256_file
 from edgegate.db import ExperimentDB, StoredMetric
 from edgegate.errors import EdgeGateError, InputError, SpecError
@@ -55,8 +56,6 @@ from edgegate.targets.base import BenchmarkResult, CompiledGraph, Variant
 from edgegate.targets.local import CpuTarget, target_for_device
 
 log = logging.getLogger(__name__)
-
-GraphRunner = Callable[[str, dict[str, np.ndarray]], list[np.ndarray]]
 
 
 # ----------------------------------------------------------------------------- context
@@ -234,7 +233,7 @@ def collect_graph_inputs(
     record: dict[str, list[tuple[np.ndarray, ...]]] = {}
     rec = recording_runner(runner, record)
     for s in progress.iterate(samples, what):
-        adapter.predict(s.load_image(), rec)
+        predict_sample(adapter, s, rec)
     return record
 
 
@@ -351,7 +350,7 @@ def evaluate(
     what: str,
 ) -> tuple[list[dict[str, np.ndarray]], list[ScoreResult]]:
     """Step 7: predictions for every sample, then every scorer over them."""
-    preds = [adapter.predict(s.load_image(), runner) for s in progress.iterate(samples, what)]
+    preds = [predict_sample(adapter, s, runner) for s in progress.iterate(samples, what)]
     results = [sc.score(preds, samples, reference) for sc in scorers]
     return preds, results
 
@@ -438,24 +437,31 @@ def _store_variant(db: ExperimentDB, run_id: int, metrics: Mapping[str, Measurem
         db.add_latency_samples(run_id, t.graph, t.samples_ms, bench.source.value)
 
 
-def _predictions_json(samples: Sequence[Sample], preds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, Any]]:
-    return [
-        {"id": s.id, "sha256": s.sha256, **{k: np.asarray(v).tolist() for k, v in p.items()}}
-        for s, p in zip(samples, preds)
-    ]
+def _predictions_json(samples: Sequence[Sample], preds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Predictions with each array's shape and dtype, so they load back exactly."""
+    out = []
+    for s, p in zip(samples, preds):
+        arrays = {}
+        for k, v in p.items():
+            a = np.asarray(v)
+            arrays[k] = {"shape": list(a.shape), "dtype": a.dtype.str, "data": a.ravel().tolist()}
+        out.append({"id": s.id, "sha256": s.sha256, "arrays": arrays})
+    return out
 
 
 def _load_predictions(path: Path, samples: Sequence[Sample]) -> list[dict[str, np.ndarray]] | None:
+    """The stored predictions for exactly these samples, or None if they do not match."""
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    by_id = {d["id"]: d for d in data}
+    by_id = {d["id"]: d for d in json.loads(path.read_text())}
     out = []
     for s in samples:
         d = by_id.get(s.id)
         if d is None or d.get("sha256") != s.sha256:
             return None
-        out.append({"boxes": np.asarray(d["boxes"], np.float32).reshape(-1, 4), "scores": np.asarray(d["scores"], np.float32)})
+        out.append(
+            {k: np.asarray(a["data"], dtype=np.dtype(a["dtype"])).reshape(a["shape"]) for k, a in d["arrays"].items()}
+        )
     return out
 
 
@@ -678,7 +684,7 @@ def _benchmark_feeds(
     rec = recording_runner(runner, record)
     names = {g.name: g.input_names for g in ctx.graphs}
     for s in samples:
-        ctx.adapter.predict(s.load_image(), rec)
+        predict_sample(ctx.adapter, s, rec)
         if all(record.get(g) for g in names):
             break
     for g, inputs in names.items():
