@@ -126,8 +126,13 @@ def load_context(
     else:
         dev = load_pipeline_device(spec)
     pack = load_promptpack(spec.promptpack_path, verify=True)
-    for split, field_name in ((spec.evaluation.split, "evaluation.split"), (spec.quantization.calibration.split, "quantization.calibration.split")):
-        if split not in pack.splits:
+    splits_used = [
+        (spec.evaluation.split, "evaluation.split"),
+        (spec.quantization.calibration.split, "quantization.calibration.split"),
+        (spec.evaluation.support_split, "evaluation.support_split"),
+    ]
+    for split, field_name in splits_used:
+        if split is not None and split not in pack.splits:
             raise SpecError(
                 str(spec.source_path), field_name,
                 f"PromptPack '{pack.name}' has no split '{split}' (splits: {', '.join(pack.splits)})",
@@ -348,10 +353,15 @@ def evaluate(
     reference: Sequence[Mapping[str, Any]] | None,
     progress: Progress,
     what: str,
+    support: Sequence[Sample] = (),
 ) -> tuple[list[dict[str, np.ndarray]], list[ScoreResult]]:
-    """Step 7: predictions for every sample, then every scorer over them."""
+    """Step 7: predictions for every sample (and the support split), then every scorer."""
     preds = [predict_sample(adapter, s, runner) for s in progress.iterate(samples, what)]
-    results = [sc.score(preds, samples, reference) for sc in scorers]
+    if support:
+        support_preds = [predict_sample(adapter, s, runner) for s in progress.iterate(support, what + " (support)")]
+        results = [sc.score(preds, samples, reference, support=(support_preds, list(support))) for sc in scorers]
+    else:
+        results = [sc.score(preds, samples, reference) for sc in scorers]
     return preds, results
 
 
@@ -519,9 +529,11 @@ def _run_variant(
             )
         counts: dict[str, int] = {}
         runner = target_runner(target, compiled, counts=counts)
+        support_split = ctx.spec.evaluation.support_split
         preds, scores = evaluate(
             ctx.adapter, runner, eval_samples, ctx.scorers, reference, progress,
             f"{variant.value}: infer + score on {target.name}",
+            support=ctx.pack.samples(support_split) if support_split else (),
         )
         metrics, summaries = variant_metrics(bench, compiled, scores, size_bytes)
         _store_variant(db, run_id, metrics, bench)

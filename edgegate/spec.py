@@ -218,6 +218,9 @@ class EvaluationSpec(_Spec):
     promptpack: str
     split: str = "eval"
     limit: PositiveInt | None = None
+    # A split the scorers read as labelled support (e.g. nearest-centroid classes); it is
+    # predicted by the same model as the eval split.
+    support_split: str | None = None
     scorers: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 
     @field_validator("promptpack")
