@@ -7,6 +7,7 @@ tool failed. Every EdgeGateError is printed as one ``error:`` line, never a trac
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import signal
 import sys
@@ -63,9 +64,11 @@ _db_option = click.option(
 @click.option("--markdown-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report as Markdown (e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--quiet", is_flag=True, help="No progress output; print only the report.")
+@click.option("--strict", is_flag=True,
+              help="Quality gates must hold on the conservative end of the candidate's 95% bootstrap CI.")
 @_handle_errors
 def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool, json_out: Path | None,
-        markdown_out: Path | None, quiet: bool) -> None:
+        markdown_out: Path | None, quiet: bool, strict: bool) -> None:
     """Run PIPELINE: FP32 baseline (first time) -> AIMET INT8 -> compile -> benchmark -> score -> gates."""
     from edgegate.pipeline import RunOptions, run_pipeline
     from edgegate.progress import Progress
@@ -77,7 +80,7 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
     result = run_pipeline(
         pipeline,
         RunOptions(device=device, db_url=db_url, rebaseline=rebaseline, report_path=json_out,
-                   progress=Progress(quiet=quiet)),
+                   strict=strict, progress=Progress(quiet=quiet)),
     )
     report = build_report(result)
     click.echo(render_terminal(report))
@@ -162,20 +165,78 @@ def golden_clear(pipeline: str, device: str | None, db_url: str | None) -> None:
     click.echo(f"cleared {n} golden run(s) for {pipeline}" + (f" on {device}" if device else ""))
 
 
-@cli.command()
+@cli.group()
+def runs() -> None:
+    """List and inspect stored runs."""
+
+
+@runs.command("list")
 @click.option("--pipeline", default=None, help="Only this pipeline.")
 @click.option("--device", default=None, help="Only this device.")
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Output format.")
 @_db_option
 @_handle_errors
-def runs(pipeline: str | None, device: str | None, limit: int, db_url: str | None) -> None:
+def runs_list(pipeline: str | None, device: str | None, limit: int, fmt: str, db_url: str | None) -> None:
     """List stored runs, newest first."""
     from edgegate.db import ExperimentDB
+    from edgegate.runs import runs_frame
 
-    for r in ExperimentDB(db_url).list_runs(pipeline, device, limit):
-        ended = f"{r.ended_at:%Y-%m-%d %H:%M:%S}" if r.ended_at else "-"
-        click.echo(f"{r.id:>5}  {r.pipeline:<20} {r.device:<14} {r.variant:<5} {r.status:<9} {ended}"
-                   + (f"  {r.error}" if r.error else ""))
+    frame = runs_frame(ExperimentDB(db_url), pipeline=pipeline, device=device, limit=limit)
+    if fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(frame.to_json(orient="records", date_format="iso", indent=1))
+    elif frame.empty:
+        click.echo("no runs")
+    else:
+        click.echo(frame.to_string(index=False))
+
+
+@runs.command("show")
+@click.argument("run_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format.")
+@_db_option
+@_handle_errors
+def runs_show(run_id: int, fmt: str, db_url: str | None) -> None:
+    """Show one run: status, digests, metrics with sources, latency summaries, artifacts."""
+    from edgegate.db import ExperimentDB
+    from edgegate.runs import render_run, run_details
+
+    details = run_details(ExperimentDB(db_url), run_id)
+    click.echo(json.dumps(details, indent=1, default=str) if fmt == "json" else render_run(details))
+
+
+@cli.command()
+@click.option("--baseline-run", type=int, required=True, help="Run id of the baseline.")
+@click.option("--candidate-run", type=int, required=True, help="Run id of the candidate.")
+@click.option("--threshold", default=None, metavar="T",
+              help="0.01, '2%', or per metric/kind: 'accuracy=0.02,latency=5%,default=0.01'.")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True,
+              help="Output format.")
+@click.option("--name", default=None, help="A name stored with the comparison.")
+@click.option("--allow-pack-drift", is_flag=True, help="Compare runs scored on different PromptPack digests.")
+@_db_option
+@_handle_errors
+def compare(baseline_run: int, candidate_run: int, threshold: str | None, fmt: str, name: str | None,
+            allow_pack_drift: bool, db_url: str | None) -> None:
+    """Compare two stored runs (deltas, CIs, significance); store the comparison.
+
+    Exit code 1 when a metric regressed, 0 otherwise.
+    """
+    from edgegate.compare import parse_threshold_option
+    from edgegate.db import ExperimentDB
+    from edgegate.regression import compare_runs
+    from edgegate.report import render_comparison
+
+    result = compare_runs(
+        ExperimentDB(db_url), baseline_run, candidate_run, threshold=parse_threshold_option(threshold),
+        allow_pack_drift=allow_pack_drift, name=name,
+    )
+    click.echo(render_comparison(result, fmt))
+    sys.exit(EXIT_GATE_FAILED if result["verdict"] == "regressed" else EXIT_OK)
 
 
 def main() -> None:

@@ -106,6 +106,32 @@ class GoldenRow(Base):
     set_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+class ComparisonRow(Base):
+    __tablename__ = "comparisons"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    baseline_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    candidate_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    verdict: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class ComparisonMetricRow(Base):
+    __tablename__ = "comparison_metrics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    baseline: Mapped[float | None] = mapped_column(Float)
+    candidate: Mapped[float | None] = mapped_column(Float)
+    delta: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    significant: Mapped[int | None] = mapped_column(Integer)  # 1/0, NULL when not tested
+    p_value: Mapped[float | None] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+
+
 @dataclass(frozen=True)
 class Run:
     id: int
@@ -122,6 +148,7 @@ class Run:
     ended_at: dt.datetime | None
     error: str | None
     report_path: str | None
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -335,6 +362,62 @@ class ExperimentDB:
                 q = q.where(GoldenRow.pipeline == pipeline)
             return [(r.pipeline, r.device, r.run_id, r.set_at) for r in s.scalars(q)]
 
+    # -- comparisons -----------------------------------------------------------
+
+    def add_comparison(
+        self,
+        baseline_run_id: int,
+        candidate_run_id: int,
+        result: dict[str, Any],
+        *,
+        name: str | None = None,
+        notes: str | None = None,
+        verdict: str = "neutral",
+    ) -> int:
+        with Session(self.engine) as s, s.begin():
+            row = ComparisonRow(
+                baseline_run_id=baseline_run_id, candidate_run_id=candidate_run_id, name=name,
+                notes=notes, verdict=verdict, created_at=utcnow(),
+            )
+            s.add(row)
+            s.flush()
+            for metric, m in result["metrics"].items():
+                lo, hi = _ci(m)
+                sig = m.get("significant")
+                s.add(
+                    ComparisonMetricRow(
+                        comparison_id=row.id, name=metric, baseline=m.get("baseline"), candidate=m.get("candidate"),
+                        delta=m.get("delta"), status=m["status"], significant=None if sig is None else int(bool(sig)),
+                        p_value=m.get("p_value"), ci_low=lo, ci_high=hi,
+                    )
+                )
+            return row.id
+
+    def comparison(self, comparison_id: int) -> dict[str, Any] | None:
+        with Session(self.engine) as s:
+            row = s.get(ComparisonRow, comparison_id)
+            if row is None:
+                return None
+            metrics = s.scalars(
+                select(ComparisonMetricRow).where(ComparisonMetricRow.comparison_id == comparison_id)
+                .order_by(ComparisonMetricRow.id)
+            )
+            return {
+                "id": row.id, "baseline_run_id": row.baseline_run_id, "candidate_run_id": row.candidate_run_id,
+                "name": row.name, "notes": row.notes, "verdict": row.verdict, "created_at": row.created_at,
+                "metrics": {
+                    m.name: {"baseline": m.baseline, "candidate": m.candidate, "delta": m.delta, "status": m.status,
+                             "significant": None if m.significant is None else bool(m.significant),
+                             "p_value": m.p_value, "ci": None if m.ci_low is None else [m.ci_low, m.ci_high]}
+                    for m in metrics
+                },
+            }
+
+
+def _ci(m: dict[str, Any]) -> tuple[float | None, float | None]:
+    ci = m.get("ci") or m.get("ratio_ci")
+    return (float(ci[0]), float(ci[1])) if ci else (None, None)
+
 
 def _one_line(exc: BaseException) -> str:
     """SQLAlchemy appends a '(Background on this error at: ...)' line; keep the first."""
@@ -353,7 +436,7 @@ def _run(row: RunRow) -> Run:
     return Run(
         row.id, row.invocation, row.pipeline, row.device, row.variant, row.status, row.model_digest,
         row.pack_digest, row.config_digest, row.golden_run_id, row.started_at, row.ended_at, row.error,
-        row.report_path,
+        row.report_path, dict(row.details or {}),
     )
 
 

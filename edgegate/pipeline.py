@@ -122,7 +122,7 @@ def load_context(
     """Step 1: everything a run needs, checked, before anything is computed."""
     spec = load_pipeline(pipeline_path)
     if device is not None:
-        dev = load_device(device, relative_to=Path.cwd())
+        dev = load_device(device, relative_to=spec.base_dir)
     else:
         dev = load_pipeline_device(spec)
     pack = load_promptpack(spec.promptpack_path, verify=True)
@@ -485,6 +485,8 @@ class RunOptions:
     rebaseline: bool = False
     home: Path | None = None
     report_path: Path | None = None
+    # Gates on quality metrics hold on the conservative end of the candidate's 95% bootstrap CI.
+    strict: bool = False
     progress: Progress = field(default_factory=lambda: Progress(quiet=True))
 
 
@@ -515,7 +517,13 @@ def _run_variant(
         pack_digest=ctx.pack.digest,
         config_digest=ctx.config_digest,
         golden_run_id=golden_run_id,
-        details={"target": target.describe()["name"], "edgegate": __version__},
+        details={
+            "target": target.describe()["name"],
+            "timing_source": target.source.value,
+            "edgegate": __version__,
+            "pipeline_path": str(Path(ctx.spec.source_path).resolve()),
+            "scorers": [sc.name for sc in ctx.scorers],
+        },
     )
     status, error = "error", None
     try:
@@ -542,7 +550,8 @@ def _run_variant(
         pred_path = run_dir / "predictions.json"
         pred_path.write_text(json.dumps(_predictions_json(eval_samples, preds)))
         per_sample = run_dir / "per_sample.json"
-        per_sample.write_text(json.dumps([sr.per_sample for sr in scores], default=str))
+        # scorer name -> per-sample records: what paired statistics resample later
+        per_sample.write_text(json.dumps({sc.name: sr.per_sample for sc, sr in zip(ctx.scorers, scores)}, default=str))
         artifacts = []
         for kind, graph, path in [
             *extra_artifacts,
@@ -664,6 +673,8 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
 
     # 8. compare with golden, gates, report
     gate_results = evaluate_gates(spec.parsed_gates(), candidate.metrics, baseline.metrics)
+    if opts.strict:
+        gate_results = _strict_gates(ctx, spec.parsed_gates(), candidate, baseline, gate_results)
     passed = verdict(gate_results)
     result = PipelineResult(
         pipeline=spec.name,
@@ -685,6 +696,47 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     result.report_path = report_path
     db.finish_run(candidate.run_id, "passed" if passed else "failed", report_path=str(report_path))
     return result
+
+
+def candidate_cis(ctx: RunContext, run_id: int, confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Bootstrap CIs of the candidate's quality metrics from its per-sample records."""
+    from edgegate.regression import combined_aggregate
+    from edgegate.stats import paired_bootstrap
+
+    path = ctx.home / "runs" / str(run_id) / "per_sample.json"
+    records_by_scorer = json.loads(path.read_text())
+    names = [sc.name for sc in ctx.scorers if sc.name in records_by_scorer]
+    aggregate = combined_aggregate([sc for sc in ctx.scorers if sc.name in names])
+    if aggregate is None or not names:
+        return {}
+    n = len(records_by_scorer[names[0]])
+    records = [{s: records_by_scorer[s][i] for s in names} for i in range(n)]
+    return paired_bootstrap(n, lambda idx: aggregate([records[i] for i in idx]), confidence=confidence)
+
+
+def _strict_gates(
+    ctx: RunContext, gates: Sequence[Any], candidate: VariantResult, baseline: VariantResult,
+    plain: Sequence[GateResult],
+) -> list[GateResult]:
+    """Re-evaluate gates on quality metrics at the conservative end of the candidate's CI."""
+    import dataclasses
+
+    from edgegate.metrics import Direction
+
+    cis = candidate_cis(ctx, candidate.run_id)
+    conservative = dict(candidate.metrics)
+    for name, (lo, hi) in cis.items():
+        if name in conservative:
+            m = conservative[name]
+            bound = lo if get_metric(name).direction is Direction.HIGHER else hi
+            conservative[name] = Measurement(bound, m.source, m.unit)
+    out = []
+    for gate, result in zip(gates, evaluate_gates(gates, conservative, baseline.metrics)):
+        if gate.metric in cis:
+            side = "lower" if get_metric(gate.metric).direction is Direction.HIGHER else "upper"
+            result = dataclasses.replace(result, reason=f"strict, {side} 95% CI bound: {result.reason}")
+        out.append(result)
+    return out
 
 
 def _benchmark_feeds(

@@ -111,6 +111,7 @@ def quantize_graph(
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             if settings.bn_fold:
                 from aimet_torch.batch_norm_fold import fold_all_batch_norms
 

@@ -264,3 +264,59 @@ def render_markdown(report: dict[str, Any]) -> str:
 def metric_label(name: str) -> str:
     defn = get_metric(name)
     return f"{name} ({defn.unit})" if defn.unit else name
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def _fmt_num(v: Any) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def comparison_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """(metric, baseline, candidate, delta, CI / test, status) rows; '~' marks a change that
+    is not statistically significant (as asv prints it)."""
+    rows = []
+    for name, m in result["metrics"].items():
+        delta = "—" if m.get("delta") is None else f"{m['delta']:+.4g}"
+        if m.get("significant") is False:
+            delta = "~" + delta
+        if m.get("ratio_ci"):
+            lo, hi = m["ratio_ci"]
+            ci = f"x[{lo:.3f}, {hi:.3f}] p={m['p_value']:.2g}"
+        elif m.get("ci"):
+            lo, hi = m["ci"]
+            ci = f"[{lo:+.4g}, {hi:+.4g}]" + (f" p={m['p_value']:.2g}" if m.get("p_value") is not None else "")
+        else:
+            ci = m.get("note", "")
+        rows.append((name, _fmt_num(m.get("baseline")), _fmt_num(m.get("candidate")), delta, ci, m["status"]))
+    return rows
+
+
+def render_comparison(result: dict[str, Any], fmt: str = "text") -> str:
+    """A comparison (compare_metrics / compare_runs / compare_models result) as text, md or json."""
+    if fmt == "json":
+        return json.dumps(result, indent=1, default=str)
+    head = ("Metric", "Baseline", "Candidate", "Delta", "95% CI / test", "Status")
+    rows = comparison_rows(result)
+    title = "Comparison"
+    if "baseline_run_id" in result:
+        title += f": run {result['baseline_run_id']} (baseline) vs run {result['candidate_run_id']} (candidate)"
+    if result.get("comparison_id") is not None:
+        title += f" [comparison {result['comparison_id']}]"
+    verdict = result.get("verdict")
+    if fmt == "md":
+        lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|---|---:|---:|---:|---|---|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        if verdict:
+            lines += ["", f"**Verdict: {verdict}** (`~`: not statistically significant)"]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    fmt_row = lambda r: "  ".join(c.ljust(w) if i in (0, 4, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines = [title, fmt_row(head), fmt_row(tuple("-" * w for w in widths))]
+    lines += [fmt_row(r) for r in rows]
+    if verdict:
+        lines += ["", f"Verdict: {verdict}   (~ = not statistically significant)"]
+    return "\n".join(lines)

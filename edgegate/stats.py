@@ -7,7 +7,7 @@ intervals, significance tests) is computed here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -146,3 +146,72 @@ def mcnemar_exact(b: int, c: int) -> float:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
     return min(1.0, 2 * tail / 2**n)
+
+
+def sum_of_medians_ratio_ci(
+    baseline: Mapping[str, Sequence[float]],
+    candidate: Mapping[str, Sequence[float]],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(point, lo, hi) of sum(median(candidate[g])) / sum(median(baseline[g])) over graphs g.
+
+    A multi-graph model's latency is the sum of its graphs' medians; every graph's samples
+    are resampled independently (unpaired), in both runs.
+    """
+    _check_confidence(confidence)
+    graphs = sorted(set(baseline) & set(candidate))
+    if not graphs:
+        raise ValueError("sum_of_medians_ratio_ci: no graph measured in both runs")
+    rng = np.random.default_rng(seed)
+    boot_a = np.zeros(n_resamples)
+    boot_b = np.zeros(n_resamples)
+    point_a = point_b = 0.0
+    for g in graphs:
+        a = _as_array(baseline[g], f"baseline[{g}]")
+        b = _as_array(candidate[g], f"candidate[{g}]")
+        point_a += float(np.median(a))
+        point_b += float(np.median(b))
+        boot_a += _bootstrap_stats(a, np.median, n_resamples, rng)
+        boot_b += _bootstrap_stats(b, np.median, n_resamples, rng)
+    if point_a == 0.0:
+        raise ValueError("sum_of_medians_ratio_ci: baseline medians sum to 0")
+    alpha = 1.0 - confidence
+    lo, hi = np.percentile(boot_b / boot_a, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return point_b / point_a, float(lo), float(hi)
+
+
+def paired_bootstrap(
+    n: int,
+    statistic: Callable[[np.ndarray], Mapping[str, float]],
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile CIs of every value `statistic(idx)` returns, over paired resamples.
+
+    `idx` is a resample (with replacement) of range(n), the same indices for baseline and
+    candidate, so `statistic` can return e.g. candidate-minus-baseline deltas computed on
+    the same samples. Values that come back NaN in a resample are ignored for that key.
+    """
+    _check_confidence(confidence)
+    if n < 1:
+        raise ValueError("paired_bootstrap: no samples")
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, size=n)
+        for k, v in statistic(idx).items():
+            draws.setdefault(k, []).append(float(v))
+    alpha = 1.0 - confidence
+    out = {}
+    for k, vals in draws.items():
+        arr = np.asarray(vals)
+        arr = arr[np.isfinite(arr)]
+        if arr.size:
+            lo, hi = np.percentile(arr, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+            out[k] = (float(lo), float(hi))
+    return out

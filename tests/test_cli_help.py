@@ -49,7 +49,8 @@ ALL_COMMANDS = _commands(cli)
 
 def test_walk_finds_nested_commands() -> None:
     found = {" ".join(p) for p, _ in ALL_COMMANDS}
-    assert {"golden", "golden clear", "golden set", "golden show", "run", "runs", "validate"} <= found
+    assert {"golden", "golden clear", "golden set", "golden show", "run", "runs", "runs list", "runs show",
+            "compare", "validate"} <= found
 
 
 @pytest.mark.parametrize("path", [(), *(p for p, _ in ALL_COMMANDS)], ids=lambda p: " ".join(p) or "edgegate")
@@ -103,9 +104,9 @@ def test_golden_set_unknown_run(db_url: str) -> None:
 
 
 def test_runs_empty(db_url: str, tmp_path: Path) -> None:
-    result = _invoke("runs", "--db", db_url)
+    result = _invoke("runs", "list", "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert result.stdout == ""
+    assert result.stdout == "no runs\n"
     assert result.stderr == ""
     assert (tmp_path / "t.db").is_file()
     assert not (tmp_path / ".edgegate").exists()
@@ -119,7 +120,7 @@ def test_db_from_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bad_db_url_is_one_error_line() -> None:
-    result = _invoke("runs", "--db", "nosuchdialect://x")
+    result = _invoke("runs", "list", "--db", "nosuchdialect://x")
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: --db: cannot open database URL 'nosuchdialect://x': ")
     assert "Traceback" not in result.output
@@ -179,12 +180,23 @@ def test_runs_lists_newest_first(db_url: str) -> None:
     first = _run(db, "completed")
     second = _run(db, None)
     db.finish_run(second, "error", error="compile failed")
-    result = _invoke("runs", "--db", db_url)
+    result = _invoke("runs", "list", "--db", db_url)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith(f"{second:>5}  person_detect        htp-sim        fp32  error     ")
-    assert lines[0].endswith("  compile failed")
-    assert lines[1].startswith(f"{first:>5}  person_detect        htp-sim        fp32  completed ")
-    result = _invoke("runs", "--limit", "1", "--db", db_url)
-    assert len(result.stdout.splitlines()) == 1
+    assert len(lines) == 3  # header + two runs
+    assert lines[0].split()[:5] == ["id", "pipeline", "device", "variant", "status"]
+    assert lines[1].split()[:5] == [str(second), "person_detect", "htp-sim", "fp32", "error"]
+    assert lines[1].rstrip().endswith("compile failed")
+    assert lines[2].split()[:5] == [str(first), "person_detect", "htp-sim", "fp32", "completed"]
+    result = _invoke("runs", "list", "--limit", "1", "--db", db_url)
+    assert len(result.stdout.splitlines()) == 2
+    csv = _invoke("runs", "list", "--format", "csv", "--db", db_url).stdout.splitlines()
+    assert csv[0].startswith("id,pipeline,device,variant,status,") and len(csv) == 3
+    import json as _json
+
+    rows = _json.loads(_invoke("runs", "list", "--format", "json", "--db", db_url).stdout)
+    assert [r["id"] for r in rows] == [second, first] and rows[0]["error"] == "compile failed"
+    show = _invoke("runs", "show", str(first), "--db", db_url)
+    assert show.exit_code == 0 and show.stdout.startswith(f"run {first}: person_detect on htp-sim (fp32) completed")
+    missing = _invoke("runs", "show", "999", "--db", db_url)
+    assert missing.exit_code == 2 and missing.stderr.startswith("error: runs show: no run with id 999")

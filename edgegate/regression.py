@@ -1,0 +1,326 @@
+"""The regression-testing utility a CI pipeline calls: compare two models, or two stored runs.
+
+``compare_models`` evaluates a baseline and a candidate model on the same PromptPack split
+through the same adapter and compares every metric (``edgegate.compare``), with paired
+statistics from the per-sample records. ``compare_runs`` does the same for two runs
+already in the ExperimentDB, adding latency significance from their stored samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgegate import __version__
+from edgegate.adapters import GraphRunner, predict_sample
+from edgegate.compare import Evidence, Threshold, compare_metrics, notes_for, verdict_for
+from edgegate.db import ExperimentDB, StoredMetric
+from edgegate.errors import InputError
+from edgegate.metrics import get_metric
+from edgegate.promptpack import PromptPack, Sample, load_promptpack
+from edgegate.scorers import ScoreResult, get_scorer
+from edgegate.targets.base import CompiledGraph
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What is compared: the modality and task, the scorers that score it and the metrics kept
+    (all of the scorers' metrics when `metrics` is None)."""
+
+    modality: str
+    task: str
+    metrics: Sequence[str] | None = None
+    scorers: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    promptpack: str | Path | PromptPack
+    split: str = "eval"
+    batch_size: int = 16  # samples predicted between progress updates / result flushes
+    limit: int | None = None
+    seed: int = 0  # with `limit`, which samples are drawn (a seeded random subset)
+    support_split: str | None = None
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """Graphs compiled for a target (e.g. the QNN HTP emulator); runs through that target."""
+
+    target: Any
+    graphs: Mapping[str, CompiledGraph]
+
+
+_TASK_SCORERS = {"detection": "detection", "intent-classification": "intent", "language-modeling": "language-model"}
+
+
+def _graph_names(adapter: Any) -> list[str]:
+    expected = getattr(adapter, "expected_inputs", None)
+    if expected is None:
+        raise InputError(f"adapter {type(adapter).__name__} does not declare its graphs (expected_inputs)")
+    return list(expected())
+
+
+def _torch_runner(module: Any) -> Any:
+    import torch
+
+    module = module.eval()
+
+    def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.detach().numpy() for o in out]
+
+    return run
+
+
+def _onnx_runner(path: Path) -> Any:
+    from edgegate.targets.ort_runtime import open_session
+
+    sess = open_session(str(path), "cpu", {})
+    return lambda feeds: sess.run(None, dict(feeds))
+
+
+def model_runner(model: Any, adapter: Any) -> tuple[GraphRunner, str]:
+    """A GraphRunner for a model given as a torch module, an ONNX file, a mapping of graph
+    name to either, or a CompiledModel; plus where it runs (a timing source name)."""
+    import torch
+
+    names = _graph_names(adapter)
+    if isinstance(model, CompiledModel):
+        sessions = {g: model.target.open(c) for g, c in model.graphs.items()}
+        missing = [g for g in names if g not in sessions]
+        if missing:
+            raise InputError(f"compiled model has no graph {missing[0]!r} (it has {sorted(sessions)})")
+        return (lambda g, feeds: sessions[g].run(feeds)), model.target.source.value
+    if not isinstance(model, Mapping):
+        if len(names) != 1:
+            raise InputError(
+                f"the adapter runs {len(names)} graphs ({', '.join(names)}): pass the model as a "
+                "mapping of graph name to model"
+            )
+        model = {names[0]: model}
+    per_graph = {}
+    for g in names:
+        if g not in model:
+            raise InputError(f"model has no graph {g!r} (it has {sorted(model)})")
+        m = model[g]
+        if isinstance(m, torch.nn.Module):
+            per_graph[g] = _torch_runner(m)
+        elif isinstance(m, (str, Path)) and Path(m).suffix == ".onnx":
+            if not Path(m).is_file():
+                raise InputError(f"model graph {g!r}: ONNX file not found: {m}")
+            per_graph[g] = _onnx_runner(Path(m))
+        else:
+            raise InputError(f"model graph {g!r}: expected a torch.nn.Module or an .onnx path, got {type(m).__name__}")
+    return (lambda g, feeds: per_graph[g](feeds)), "host-cpu"
+
+
+def _samples(pack: PromptPack, cfg: EvalConfig, split: str) -> list[Sample]:
+    samples = pack.samples(split)
+    if cfg.limit is not None and cfg.limit < len(samples):
+        idx = sorted(random.Random(cfg.seed).sample(range(len(samples)), cfg.limit))
+        samples = [samples[i] for i in idx]
+    return samples
+
+
+def _predict(adapter: Any, run: GraphRunner, samples: Sequence[Sample], batch_size: int) -> list[Mapping[str, Any]]:
+    preds: list[Mapping[str, Any]] = []
+    for start in range(0, len(samples), max(1, batch_size)):
+        chunk = samples[start : start + batch_size]
+        preds.extend(predict_sample(adapter, s, run) for s in chunk)
+        log.debug("predicted %d/%d samples", len(preds), len(samples))
+    return preds
+
+
+def _score(
+    scorers: Sequence[Any], preds, samples, reference, support
+) -> list[ScoreResult]:
+    out = []
+    for sc in scorers:
+        if support is not None:
+            out.append(sc.score(preds, samples, reference, support=support))
+        else:
+            out.append(sc.score(preds, samples, reference))
+    return out
+
+
+def combined_aggregate(scorers: Sequence[Any]):
+    """Aggregate records shaped {scorer name: that scorer's per-sample record}."""
+    usable = [sc for sc in scorers if hasattr(sc, "aggregate")]
+    if not usable:
+        return None
+
+    def aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for sc in usable:
+            out.update(sc.aggregate([r[sc.name] for r in records]))
+        return out
+
+    return aggregate
+
+
+def _records(scorers: Sequence[Any], results: Sequence[ScoreResult]) -> list[dict[str, Any]]:
+    n = len(results[0].per_sample) if results else 0
+    return [{sc.name: r.per_sample[i] for sc, r in zip(scorers, results)} for i in range(n)]
+
+
+def compare_models(
+    baseline_model: Any,
+    candidate_model: Any,
+    adapter: Any,
+    task_spec: TaskSpec,
+    eval_cfg: EvalConfig,
+    db: ExperimentDB | None = None,
+    comparison_name: str | None = None,
+    threshold: Threshold | None = 0.01,
+) -> dict[str, Any]:
+    """Evaluate both models on the same samples and compare their metrics.
+
+    Returns ``{"metrics": {name: {baseline, candidate, delta, status, ...}}}`` plus
+    ``"comparison_id"`` when a database is given (both evaluations are stored as runs).
+    """
+    pack = eval_cfg.promptpack if isinstance(eval_cfg.promptpack, PromptPack) else load_promptpack(eval_cfg.promptpack)
+    scorer_names = list(task_spec.scorers or [_TASK_SCORERS.get(task_spec.task, task_spec.task)])
+    scorers = [get_scorer(n) for n in scorer_names]
+    samples = _samples(pack, eval_cfg, eval_cfg.split)
+    support_samples = pack.samples(eval_cfg.support_split) if eval_cfg.support_split else None
+
+    results = {}
+    for role, model in (("baseline", baseline_model), ("candidate", candidate_model)):
+        run, source = model_runner(model, adapter)
+        preds = _predict(adapter, run, samples, eval_cfg.batch_size)
+        support = (_predict(adapter, run, support_samples, eval_cfg.batch_size), support_samples) if support_samples else None
+        reference = results["baseline"]["preds"] if role == "candidate" else None
+        scores = _score(scorers, preds, samples, reference, support)
+        metrics: dict[str, float] = {}
+        for r in scores:
+            metrics.update(r.metrics)
+        if task_spec.metrics is not None:
+            unknown = [m for m in task_spec.metrics if m not in metrics]
+            if unknown:
+                get_metric(unknown[0])  # an unregistered name gets "did you mean"
+                raise InputError(f"task_spec.metrics: {unknown[0]!r} is not produced by scorers {scorer_names}")
+            metrics = {m: metrics[m] for m in task_spec.metrics}
+        results[role] = {"preds": preds, "scores": scores, "metrics": metrics, "source": source}
+
+    evidence = Evidence(
+        baseline_records=_records(scorers, results["baseline"]["scores"]),
+        candidate_records=_records(scorers, results["candidate"]["scores"]),
+        aggregate=combined_aggregate(scorers),
+        seed=eval_cfg.seed,
+    )
+    # Baseline-only metrics (agreement with itself) are not compared.
+    base_metrics = results["baseline"]["metrics"]
+    cand_metrics = {k: v for k, v in results["candidate"]["metrics"].items() if k in base_metrics}
+    out = compare_metrics(base_metrics, cand_metrics, threshold, evidence=evidence)
+    for k, v in results["candidate"]["metrics"].items():
+        if k not in base_metrics:
+            out.setdefault("candidate_only", {})[k] = v
+    out["promptpack"] = {"name": pack.name, "version": pack.version, "digest": pack.digest,
+                         "split": eval_cfg.split, "samples": len(samples)}
+    if db is not None:
+        ids = {}
+        for role in ("baseline", "candidate"):
+            r = results[role]
+            rid = db.start_run(
+                invocation=f"compare_models:{comparison_name or ''}", pipeline=comparison_name or "compare_models",
+                device=r["source"], variant=role, model_digest=None, pack_digest=pack.digest,
+                config_digest=None, details={"task": task_spec.task, "edgegate": __version__},
+            )
+            db.add_metrics(rid, [StoredMetric(k, v, get_metric(k).unit, "computed") for k, v in r["metrics"].items()])
+            db.finish_run(rid, "completed")
+            ids[role] = rid
+        out["comparison_id"] = db.add_comparison(
+            ids["baseline"], ids["candidate"], out, name=comparison_name, notes=notes_for(out), verdict=verdict_for(out)
+        )
+        out["baseline_run_id"], out["candidate_run_id"] = ids["baseline"], ids["candidate"]
+    return out
+
+
+def _per_sample_records(db: ExperimentDB, run_id: int) -> dict[str, list[dict[str, Any]]] | None:
+    art = next((a for a in db.artifacts(run_id) if a["kind"] == "per_sample_scores"), None)
+    if art is None or not Path(art["path"]).is_file():
+        return None
+    data = json.loads(Path(art["path"]).read_text())
+    return data if isinstance(data, dict) else None
+
+
+def compare_runs(
+    db: ExperimentDB,
+    baseline_run_id: int,
+    candidate_run_id: int,
+    *,
+    threshold: Threshold | None = None,
+    allow_pack_drift: bool = False,
+    name: str | None = None,
+    store: bool = True,
+) -> dict[str, Any]:
+    """Compare two stored runs: metrics, latency significance from their samples, paired CIs
+    from their per-sample records; stored as a comparison unless `store` is False."""
+    runs = {}
+    for role, rid in (("baseline", baseline_run_id), ("candidate", candidate_run_id)):
+        run = db.get_run(rid)
+        if run is None:
+            raise InputError(f"--{role}-run: no run with id {rid} in {db.url}")
+        if run.status in ("running", "error", "aborted"):
+            raise InputError(f"--{role}-run: run {rid} ended '{run.status}'; it has no complete metrics to compare")
+        runs[role] = run
+    b, c = runs["baseline"], runs["candidate"]
+    if b.pack_digest != c.pack_digest and not allow_pack_drift:
+        raise InputError(
+            f"runs {b.id} and {c.id} were scored on different PromptPacks ({b.pack_digest} vs {c.pack_digest}); "
+            "a comparison across eval sets misleads: rerun on one pack, or pass --allow-pack-drift"
+        )
+    bm, cm = db.metrics(b.id), db.metrics(c.id)
+    base = {k: m.value for k, m in bm.items() if k in cm}
+    cand = {k: m.value for k, m in cm.items() if k in bm}
+    sources = ({k: m.source for k, m in bm.items()}, {k: m.source for k, m in cm.items()})
+
+    evidence_kw: dict[str, Any] = {
+        "baseline_latency": db.latency_samples(b.id),
+        "candidate_latency": db.latency_samples(c.id),
+    }
+    rb, rc = _per_sample_records(db, b.id), _per_sample_records(db, c.id)
+    if rb and rc and b.pack_digest == c.pack_digest:
+        names = [n for n in rb if n in rc and len(rb[n]) == len(rc[n])]
+        scorers = [get_scorer(n) for n in names]
+        if scorers:
+            n = len(rb[names[0]])
+            evidence_kw.update(
+                baseline_records=[{s: rb[s][i] for s in names} for i in range(n)],
+                candidate_records=[{s: rc[s][i] for s in names} for i in range(n)],
+                aggregate=combined_aggregate(scorers),
+            )
+    result = compare_metrics(base, cand, threshold, evidence=Evidence(**evidence_kw), sources=sources)
+    result.update({
+        "baseline_run_id": b.id, "candidate_run_id": c.id,
+        "baseline": {"pipeline": b.pipeline, "device": b.device, "variant": b.variant, "pack_digest": b.pack_digest},
+        "candidate": {"pipeline": c.pipeline, "device": c.device, "variant": c.variant, "pack_digest": c.pack_digest},
+        "pack_drift": b.pack_digest != c.pack_digest,
+        "verdict": verdict_for(result),
+    })
+    if store:
+        result["comparison_id"] = db.add_comparison(
+            b.id, c.id, result, name=name, notes=notes_for(result), verdict=result["verdict"]
+        )
+    return result
+
+
+__all__ = [
+    "CompiledModel",
+    "EvalConfig",
+    "TaskSpec",
+    "compare_models",
+    "compare_runs",
+    "model_runner",
+]
