@@ -324,3 +324,39 @@ __all__ = [
     "compare_runs",
     "model_runner",
 ]
+
+
+def model_from_run(db: ExperimentDB, run_id: int) -> tuple[Any, Any, Any]:
+    """(model, adapter, pipeline spec) recorded for a stored pipeline run: the FP32 ONNX
+    graphs of an fp32 run, or the compiled graphs of an int8 run on its device's target."""
+    from edgegate.pipeline import _make_adapter
+    from edgegate.spec import load_device, load_pipeline
+    from edgegate.targets.local import target_for_device
+
+    run = db.get_run(run_id)
+    if run is None:
+        raise InputError(f"no run with id {run_id} in {db.url}")
+    pipeline_path = (run.details or {}).get("pipeline_path")
+    if not pipeline_path or not Path(pipeline_path).is_file():
+        raise InputError(f"run {run_id}: its pipeline file is not recorded or gone ({pipeline_path})")
+    spec = load_pipeline(pipeline_path)
+    adapter = _make_adapter(spec)
+    arts = db.artifacts(run_id)
+    if run.variant == "fp32":
+        model = {a["graph"]: Path(a["path"]) for a in arts if a["kind"] == "fp32_onnx"}
+    else:
+        if (run.details or {}).get("target") == "host-cpu" or run.device == "cpu":
+            device = load_device("cpu", relative_to=spec.base_dir)
+        else:
+            device = load_device(run.device, relative_to=spec.base_dir)
+        target = target_for_device(device)
+        graphs = {}
+        for g in {a["graph"] for a in arts if a["kind"] == "compiled"}:
+            files = tuple(Path(a["path"]) for a in arts if a["kind"] == "compiled" and a["graph"] == g)
+            artifact = next(f for f in files if f.suffix == ".onnx")
+            graphs[g] = CompiledGraph(g, artifact, files, 0, 0)
+        model = CompiledModel(target, graphs)
+    missing = [str(p) for p in (model.values() if isinstance(model, dict) else [f for c in model.graphs.values() for f in c.files]) if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"run {run_id}: recorded artifact missing on disk: {missing[0]}")
+    return model, adapter, spec
