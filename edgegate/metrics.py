@@ -140,6 +140,19 @@ _builtin(
     MetricKind.QUALITY,
     "fraction of samples where the candidate's output matches the FP32 baseline's",
 )
+_builtin(
+    "macro_f1", "ratio", _H, MetricKind.QUALITY, "unweighted mean of the per-class F1 scores"
+)
+_builtin(
+    "cosine_agreement",
+    "ratio",
+    _H,
+    MetricKind.QUALITY,
+    "mean cosine similarity between the candidate's and the FP32 baseline's embeddings",
+)
+_builtin(
+    "next_token_accuracy", "ratio", _H, MetricKind.QUALITY, "fraction of next tokens predicted exactly"
+)
 # Losses.
 _builtin("loss", "", _L, MetricKind.LOSS, "mean loss over the evaluation split")
 _builtin("perplexity", "", _L, MetricKind.LOSS, "exp of the mean token cross-entropy")

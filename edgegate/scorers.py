@@ -1,14 +1,23 @@
 """Scorers turn a split's predictions into metrics, plus per-sample evidence.
 
 A scorer is registered once under a unique name; a PromptPack's manifest names
-the scorers that apply to it. Metric directions live in ``edgegate.metrics``;
-every metric here is a ratio in [0, 1] where higher is better.
+the scorers that apply to it. Metric directions live in ``edgegate.metrics``.
+
+Every scorer's ``score`` builds one JSON-serialisable record per sample and computes
+its metrics with ``aggregate(per_sample)``; ``aggregate`` on any subset of those
+records gives that subset's metrics, so comparisons can bootstrap confidence
+intervals by resampling samples, and the two can never disagree.
+
+``support`` (optional, keyword) is ``(predictions, samples)`` of a pack's support
+split, predicted by the same model: few-shot scorers (``intent``) build their
+classifier from it.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
@@ -39,6 +48,10 @@ class ScoreResult:
     per_sample: list[dict[str, Any]] = field(default_factory=list)  # JSON-serialisable
 
 
+# (predictions, samples) of the support split, for scorers that learn from it.
+Support = tuple[Sequence[Prediction], Sequence["Sample"]]
+
+
 class Scorer(Protocol):
     name: str
     metrics: tuple[str, ...]
@@ -48,7 +61,32 @@ class Scorer(Protocol):
         predictions: Sequence[Prediction],
         samples: Sequence[Sample],
         reference: Sequence[Prediction] | None = None,
+        *,
+        support: Support | None = None,
     ) -> ScoreResult: ...
+
+    def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """The split-level metrics of these per-sample records (any subset of them)."""
+        ...
+
+
+def _check_lengths(
+    name: str,
+    predictions: Sequence[Prediction],
+    samples: Sequence[Sample],
+    reference: Sequence[Prediction] | None,
+) -> None:
+    if not samples:
+        raise ValueError("no samples to score")
+    if len(predictions) != len(samples):
+        raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
+    if reference is not None and len(reference) != len(samples):
+        raise ValueError(f"{len(reference)} reference predictions for {len(samples)} samples")
+
+
+def _check_records(name: str, per_sample: Sequence[Mapping[str, Any]]) -> None:
+    if not per_sample:
+        raise ValueError(f"{name}: no per-sample records to aggregate")
 
 
 _SCORERS: dict[str, Scorer] = {}
@@ -202,43 +240,29 @@ class DetectionScorer:
         predictions: Sequence[Prediction],
         samples: Sequence[Sample],
         reference: Sequence[Prediction] | None = None,
+        *,
+        support: Support | None = None,  # not used: detection learns nothing from a support split
     ) -> ScoreResult:
-        if not samples:
-            raise ValueError("no samples to score")
-        if len(predictions) != len(samples):
-            raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
-        if reference is not None and len(reference) != len(samples):
-            raise ValueError(f"{len(reference)} reference predictions for {len(samples)} samples")
-
-        tp = fp = fn = correct = 0
-        ref_tp = ref_fp = ref_fn = 0
-        all_scores: list[np.ndarray] = []
-        all_tp: list[np.ndarray] = []
-        n_gt_total = 0
+        _check_lengths(self.name, predictions, samples, reference)
         per_sample: list[dict[str, Any]] = []
         for i, (pred, sample) in enumerate(zip(predictions, samples)):
             boxes, scores = _as_detection(pred, f"prediction {i} ({sample.id})")
             gt = np.asarray(sample.target["boxes"], dtype=np.float64).reshape(-1, 4)
             order, is_tp = match_detections(boxes, scores, gt, self.iou_threshold)
             s_tp = int(is_tp.sum())
-            s_fp = len(boxes) - s_tp
-            s_fn = len(gt) - s_tp
-            s_correct = (len(gt) > 0) == (len(boxes) > 0)
-            tp, fp, fn = tp + s_tp, fp + s_fp, fn + s_fn
-            correct += int(s_correct)
-            n_gt_total += len(gt)
-            all_scores.append(scores[order])
-            all_tp.append(is_tp)
             row: dict[str, Any] = {
                 "id": sample.id,
                 "sha256": sample.sha256,
                 "n_gt": len(gt),
                 "n_pred": len(boxes),
                 "tp": s_tp,
-                "fp": s_fp,
-                "fn": s_fn,
-                "correct": bool(s_correct),
+                "fp": len(boxes) - s_tp,
+                "fn": len(gt) - s_tp,
+                "correct": (len(gt) > 0) == (len(boxes) > 0),
                 "max_score": float(scores.max()) if len(scores) else None,
+                # every detection's score in matching order and whether it was a TP: map50
+                "scores": [float(v) for v in scores[order]],
+                "is_tp": [bool(v) for v in is_tp],
             }
             if reference is not None:
                 ref_boxes, _ = _as_detection(reference[i], f"reference {i} ({sample.id})")
@@ -248,25 +272,216 @@ class DetectionScorer:
                     {"n_ref": len(ref_boxes), "ref_tp": a_tp, "ref_fp": len(boxes) - a_tp,
                      "ref_fn": len(ref_boxes) - a_tp}
                 )
-                ref_tp += a_tp
-                ref_fp += len(boxes) - a_tp
-                ref_fn += len(ref_boxes) - a_tp
             per_sample.append(row)
+        metrics = self.aggregate(per_sample)
+        logger.debug("detection: %d samples, %s", len(samples), metrics)
+        return ScoreResult(metrics=metrics, per_sample=per_sample)
 
+    def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """Micro-averaged counts and map50 over the records; ``baseline_agreement``
+        when every record was scored against a reference."""
+        _check_records(self.name, per_sample)
+        tp = sum(int(r["tp"]) for r in per_sample)
+        fp = sum(int(r["fp"]) for r in per_sample)
+        fn = sum(int(r["fn"]) for r in per_sample)
         precision, recall, f1 = detection_prf(tp, fp, fn)
-        scores_cat = np.concatenate(all_scores) if all_scores else np.zeros(0)
-        tp_cat = np.concatenate(all_tp) if all_tp else np.zeros(0, dtype=bool)
+        scores = np.concatenate([np.asarray(r["scores"], dtype=np.float64) for r in per_sample])
+        is_tp = np.concatenate([np.asarray(r["is_tp"], dtype=bool) for r in per_sample])
         metrics = {
             "precision": precision,
             "recall": recall,
             "f1": f1,
-            "map50": average_precision(scores_cat, tp_cat, n_gt_total),
-            "accuracy": correct / len(samples),
+            "map50": average_precision(scores, is_tp, sum(int(r["n_gt"]) for r in per_sample)),
+            "accuracy": sum(bool(r["correct"]) for r in per_sample) / len(per_sample),
         }
-        if reference is not None:
-            metrics["baseline_agreement"] = detection_prf(ref_tp, ref_fp, ref_fn)[2]
-        logger.debug("detection: %d samples, tp=%d fp=%d fn=%d", len(samples), tp, fp, fn)
-        return ScoreResult(metrics=metrics, per_sample=per_sample)
+        if all("ref_tp" in r for r in per_sample):
+            metrics["baseline_agreement"] = detection_prf(
+                sum(int(r["ref_tp"]) for r in per_sample),
+                sum(int(r["ref_fp"]) for r in per_sample),
+                sum(int(r["ref_fn"]) for r in per_sample),
+            )[2]
+        return metrics
 
 
 register_scorer(DetectionScorer())
+
+
+# --- intent classification (few-shot, nearest centroid) -----------------------------------
+
+
+def _embeddings(preds: Sequence[Prediction], samples: Sequence[Sample], what: str) -> np.ndarray:
+    """(N, D) float64 L2-normalised rows from each prediction's ``embedding``."""
+    rows = []
+    for i, (pred, sample) in enumerate(zip(preds, samples)):
+        try:
+            emb = np.asarray(pred["embedding"], dtype=np.float64)
+        except KeyError:
+            raise ValueError(f"{what} {i} ({sample.id}): an intent prediction needs 'embedding'") from None
+        if emb.ndim != 1 or (rows and emb.shape != rows[0].shape):
+            raise ValueError(f"{what} {i} ({sample.id}): embedding has shape {emb.shape}")
+        norm = float(np.linalg.norm(emb))
+        if not math.isfinite(norm) or norm == 0.0:
+            raise ValueError(f"{what} {i} ({sample.id}): embedding norm is {norm}, cannot normalise")
+        rows.append(emb / norm)
+    return np.stack(rows)
+
+
+def intent_centroids(
+    predictions: Sequence[Prediction], samples: Sequence[Sample]
+) -> tuple[list[str], np.ndarray]:
+    """Sorted labels and their centroids: the mean of each label's L2-normalised
+    support embeddings (not re-normalised; cosine similarity divides by its norm)."""
+    if not samples or len(predictions) != len(samples):
+        raise ValueError(
+            f"intent: support has {len(predictions)} predictions for {len(samples)} samples"
+        )
+    emb = _embeddings(predictions, samples, "support prediction")
+    labels = sorted({str(s.target["label"]) for s in samples})
+    index = {label: k for k, label in enumerate(labels)}
+    which = np.array([index[str(s.target["label"])] for s in samples])
+    centroids = np.stack([emb[which == k].mean(axis=0) for k in range(len(labels))])
+    return labels, centroids
+
+
+def macro_f1(true: Sequence[str], predicted: Sequence[str]) -> float:
+    """Unweighted mean of per-label F1 over the labels that occur in ``true`` or
+    ``predicted``; a label's F1 is 2TP / (2TP + FP + FN)."""
+    labels = sorted(set(true) | set(predicted))
+    if not labels:
+        raise ValueError("macro_f1 of no samples")
+    f1s = []
+    for label in labels:
+        tp = sum(t == label and p == label for t, p in zip(true, predicted))
+        fp = sum(t != label and p == label for t, p in zip(true, predicted))
+        fn = sum(t == label and p != label for t, p in zip(true, predicted))
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / len(f1s)
+
+
+class IntentScorer:
+    """Few-shot intent classification from sentence embeddings.
+
+    Predictions carry ``embedding`` (D,). Each label's centroid is the mean of the
+    L2-normalised embeddings of its support samples, computed from the *same model's*
+    support predictions, so the candidate is judged with its own centroids; a sample's
+    predicted label is the centroid of highest cosine similarity (ties: first label in
+    sorted order). With a reference (the FP32 baseline's predictions),
+    ``cosine_agreement`` is the mean cosine between the two embeddings of each sample.
+    """
+
+    name = "intent"
+    metrics = ("accuracy", "macro_f1", "cosine_agreement")
+
+    def score(
+        self,
+        predictions: Sequence[Prediction],
+        samples: Sequence[Sample],
+        reference: Sequence[Prediction] | None = None,
+        *,
+        support: Support | None = None,
+    ) -> ScoreResult:
+        _check_lengths(self.name, predictions, samples, reference)
+        if support is None:
+            raise ValueError(
+                "intent: nearest-centroid scoring needs the support split's predictions "
+                "(support=...); set evaluation.support_split in the pipeline"
+            )
+        labels, centroids = intent_centroids(*support)
+        emb = _embeddings(predictions, samples, "prediction")
+        if emb.shape[1] != centroids.shape[1]:
+            raise ValueError(
+                f"intent: embeddings have {emb.shape[1]} dimensions, support {centroids.shape[1]}"
+            )
+        sims = emb @ centroids.T / np.linalg.norm(centroids, axis=1)[None, :]
+        best = np.argmax(sims, axis=1)  # first maximum: ties go to the first sorted label
+        ref = _embeddings(reference, samples, "reference") if reference is not None else None
+        per_sample: list[dict[str, Any]] = []
+        for i, sample in enumerate(samples):
+            label = str(sample.target["label"])
+            row: dict[str, Any] = {
+                "id": sample.id,
+                "sha256": sample.sha256,
+                "label": label,
+                "predicted": labels[int(best[i])],
+                "correct": labels[int(best[i])] == label,
+                "similarity": float(sims[i, best[i]]),
+            }
+            if ref is not None:
+                row["ref_cosine"] = float(emb[i] @ ref[i])
+            per_sample.append(row)
+        unseen = sorted({r["label"] for r in per_sample} - set(labels))
+        if unseen:
+            logger.warning("intent: labels with no support samples, never predicted: %s", unseen)
+        return ScoreResult(metrics=self.aggregate(per_sample), per_sample=per_sample)
+
+    def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        _check_records(self.name, per_sample)
+        metrics = {
+            "accuracy": sum(bool(r["correct"]) for r in per_sample) / len(per_sample),
+            "macro_f1": macro_f1([r["label"] for r in per_sample], [r["predicted"] for r in per_sample]),
+        }
+        if all("ref_cosine" in r for r in per_sample):
+            metrics["cosine_agreement"] = sum(float(r["ref_cosine"]) for r in per_sample) / len(per_sample)
+        return metrics
+
+
+register_scorer(IntentScorer())
+
+
+# --- language modeling --------------------------------------------------------------------
+
+
+class LanguageModelScorer:
+    """Next-token prediction over a split's passages.
+
+    Predictions carry ``nll_sum`` (sum of the negative log-likelihoods, in nats, of a
+    passage's predicted tokens), ``tokens`` (how many) and ``correct`` (how many the
+    argmax got right). ``loss`` is total NLL / total tokens (tokens weigh equally, not
+    passages), ``perplexity`` exp(loss), ``next_token_accuracy`` correct / tokens.
+    """
+
+    name = "language-model"
+    metrics = ("loss", "perplexity", "next_token_accuracy")
+
+    def score(
+        self,
+        predictions: Sequence[Prediction],
+        samples: Sequence[Sample],
+        reference: Sequence[Prediction] | None = None,
+        *,
+        support: Support | None = None,  # not used
+    ) -> ScoreResult:
+        _check_lengths(self.name, predictions, samples, reference)
+        per_sample: list[dict[str, Any]] = []
+        for i, (pred, sample) in enumerate(zip(predictions, samples)):
+            try:
+                nll, tokens, correct = float(pred["nll_sum"]), int(pred["tokens"]), int(pred["correct"])
+            except KeyError:
+                raise ValueError(
+                    f"prediction {i} ({sample.id}): a language-model prediction needs "
+                    "'nll_sum', 'tokens' and 'correct'"
+                ) from None
+            if tokens < 0 or not 0 <= correct <= tokens or not math.isfinite(nll) or nll < 0:
+                raise ValueError(
+                    f"prediction {i} ({sample.id}): nll_sum={nll}, tokens={tokens}, correct={correct} "
+                    "is not a valid count"
+                )
+            per_sample.append(
+                {"id": sample.id, "sha256": sample.sha256, "nll_sum": nll, "tokens": tokens, "correct": correct}
+            )
+        return ScoreResult(metrics=self.aggregate(per_sample), per_sample=per_sample)
+
+    def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        _check_records(self.name, per_sample)
+        tokens = sum(int(r["tokens"]) for r in per_sample)
+        if tokens == 0:
+            raise ValueError(f"{self.name}: the records hold no tokens")
+        loss = sum(float(r["nll_sum"]) for r in per_sample) / tokens
+        return {
+            "loss": loss,
+            "perplexity": math.exp(loss),
+            "next_token_accuracy": sum(int(r["correct"]) for r in per_sample) / tokens,
+        }
+
+
+register_scorer(LanguageModelScorer())

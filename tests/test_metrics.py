@@ -31,6 +31,9 @@ def test_builtins_have_direction_unit_kind() -> None:
         "npu_fraction": (Direction.HIGHER, "ratio", MetricKind.PLACEMENT),
         "npu_nodes": (Direction.HIGHER, "nodes", MetricKind.PLACEMENT),
         "cpu_nodes": (Direction.LOWER, "nodes", MetricKind.PLACEMENT),
+        "macro_f1": (Direction.HIGHER, "ratio", MetricKind.QUALITY),
+        "cosine_agreement": (Direction.HIGHER, "ratio", MetricKind.QUALITY),
+        "next_token_accuracy": (Direction.HIGHER, "ratio", MetricKind.QUALITY),
     }
     for name, (direction, unit, kind) in expected.items():
         m = get_metric(name)
@@ -38,7 +41,7 @@ def test_builtins_have_direction_unit_kind() -> None:
         assert m.description
     names = [m.name for m in all_metrics()]
     assert names == sorted(names)
-    assert len(names) == 22
+    assert len(names) == 25
 
 
 def test_timing_property() -> None:
@@ -69,7 +72,7 @@ def test_unknown_metric_lists_known_when_nothing_close() -> None:
         get_metric("zzz")
     assert str(info.value) == (
         "unknown metric 'zzz' (known: accuracy, baseline_agreement, compile_time_ms, "
-        "compiled_size_kb, cpu_nodes, f1, inference_time_ms, latency_min_ms, ... (22 in all))"
+        "compiled_size_kb, cosine_agreement, cpu_nodes, f1, inference_time_ms, ... (25 in all))"
     )
 
 

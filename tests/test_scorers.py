@@ -75,6 +75,8 @@ def test_one_false_positive() -> None:
         "fn": 0,
         "correct": True,
         "max_score": 0.9,
+        "scores": [0.9, 0.3],
+        "is_tp": [False, True],
     }
 
 
@@ -171,10 +173,11 @@ def test_registry() -> None:
         register_scorer(DetectionScorer())
     with pytest.raises(UnknownNameError) as info:
         get_scorer("detectoin")
-    assert str(info.value) == "unknown scorer 'detectoin' (did you mean 'detection'?); known: detection"
+    known = "detection, intent, language-model"
+    assert str(info.value) == f"unknown scorer 'detectoin' (did you mean 'detection'?); known: {known}"
     with pytest.raises(UnknownNameError) as info:
         get_scorer("bleu")
-    assert str(info.value) == "unknown scorer 'bleu'; known: detection"
+    assert str(info.value) == f"unknown scorer 'bleu'; known: {known}"
 
 
 def test_register_new_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,5 +191,101 @@ def test_register_new_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
             return ScoreResult(metrics={"accuracy": 1.0}, per_sample=[])
 
     register_scorer(Dummy())
-    assert scorer_names() == ["detection", "dummy"]
+    assert scorer_names() == ["detection", "dummy", "intent", "language-model"]
     assert get_scorer("dummy").score([], []).metrics == {"accuracy": 1.0}
+
+
+# --- aggregate: score() metrics are aggregate(per_sample), on any subset ---------------------
+
+
+def test_detection_aggregate_matches_score_and_subsets() -> None:
+    gts = [[A, B, C], [A], []]
+    preds = [_pred([A, FAR, B], [0.9, 0.8, 0.5]), _pred([A, FAR], [0.7, 0.6]), _pred([], [])]
+    ref = [_pred([A, B], [0.9, 0.8]), _pred([A], [0.7]), _pred([FAR], [0.5])]
+    r = _score(gts, preds, reference=ref)
+    scorer = get_scorer("detection")
+    assert scorer.aggregate(r.per_sample) == r.metrics
+    assert scorer.aggregate(json.loads(json.dumps(r.per_sample))) == r.metrics  # as stored
+    alone = _score(gts[1:], preds[1:], reference=ref[1:])
+    assert scorer.aggregate(r.per_sample[1:]) == alone.metrics
+    # A bootstrap resample may repeat a sample: its counts and detections count twice.
+    twice = scorer.aggregate([r.per_sample[1], r.per_sample[1]])
+    assert twice["precision"] == 0.5 and twice["map50"] == 1.0
+    with pytest.raises(ValueError, match="no per-sample records"):
+        scorer.aggregate([])
+
+
+def test_detection_accepts_and_ignores_support() -> None:
+    samples = [_sample(0, [A])]
+    r = get_scorer("detection").score([_pred([A], [0.9])], samples, support=([_pred([A], [0.9])], samples))
+    assert r.metrics["f1"] == 1.0
+
+
+# --- intent ----------------------------------------------------------------------------------
+
+
+def _text_sample(i: int, label: str, split: str = "eval") -> Sample:
+    return Sample(id=f"{split}{i}", split=split, image_path=None, target={"label": label},
+                  sha256=f"{i:064x}", text=f"utterance {i}")
+
+
+def _emb(*rows: list[float]) -> list[dict[str, np.ndarray]]:
+    return [{"embedding": np.asarray(r, dtype=np.float32)} for r in rows]
+
+
+# Support: "go" = [1,0] and [1,1] -> centroid at 22.5 degrees; "stop" = [0,2], [0,1] -> 90 degrees.
+SUPPORT = (_emb([1, 0], [1, 1], [0, 2], [0, 1]),
+           [_text_sample(i, lab, "support") for i, lab in enumerate(["go", "go", "stop", "stop"])])
+EVAL_LABELS = ["go", "stop", "stop", "go", "go"]
+# Predicted: go (18 deg), go (45 deg: cos 22.5 deg to go beats cos 45 deg to stop), stop, stop, go.
+EVAL_EMB = _emb([3, 1], [1, 1], [-1, 5], [0, 1], [2, 0])
+
+
+def test_intent_nearest_centroid_exact_values() -> None:
+    samples = [_text_sample(i, lab) for i, lab in enumerate(EVAL_LABELS)]
+    reference = _emb([1, 3], [1, 1], [-1, 5], [0, 1], [2, 0])  # only the first differs: cos 0.6
+    r = get_scorer("intent").score(EVAL_EMB, samples, reference, support=SUPPORT)
+    assert [row["predicted"] for row in r.per_sample] == ["go", "go", "stop", "stop", "go"]
+    assert r.metrics["accuracy"] == pytest.approx(3 / 5)
+    # go: TP 2, FP 1, FN 1 -> F1 2/3; stop: TP 1, FP 1, FN 1 -> 1/2.
+    assert r.metrics["macro_f1"] == pytest.approx(7 / 12)
+    assert r.metrics["cosine_agreement"] == pytest.approx((0.6 + 4) / 5)
+    assert r.per_sample[1]["similarity"] == pytest.approx(np.cos(np.pi / 8))
+    assert r.per_sample[0]["ref_cosine"] == pytest.approx(0.6)
+    json.dumps(r.per_sample)
+    scorer = get_scorer("intent")
+    assert scorer.aggregate(r.per_sample) == r.metrics
+    # First two samples alone: go TP 1 FP 1 -> 2/3; stop FN 1 -> 0.
+    sub = scorer.aggregate(r.per_sample[:2])
+    assert sub["accuracy"] == 0.5 and sub["macro_f1"] == pytest.approx(1 / 3)
+    no_ref = scorer.score(EVAL_EMB, samples, support=SUPPORT)
+    assert set(no_ref.metrics) == {"accuracy", "macro_f1"}
+
+
+def test_intent_needs_support_and_embeddings() -> None:
+    samples = [_text_sample(i, lab) for i, lab in enumerate(EVAL_LABELS)]
+    scorer = get_scorer("intent")
+    with pytest.raises(ValueError, match="evaluation.support_split"):
+        scorer.score(EVAL_EMB, samples)
+    with pytest.raises(ValueError, match="needs 'embedding'"):
+        scorer.score([{"boxes": 1}] * 5, samples, support=SUPPORT)
+    with pytest.raises(ValueError, match="norm is 0.0"):
+        scorer.score(_emb([0, 0], [1, 1], [1, 1], [1, 1], [1, 1]), samples, support=SUPPORT)
+
+
+# --- language model --------------------------------------------------------------------------
+
+
+def test_language_model_exact_values() -> None:
+    samples = [_text_sample(i, "", "eval") for i in range(2)]
+    preds = [{"nll_sum": 2.0, "tokens": 4, "correct": 1}, {"nll_sum": np.float32(1.0), "tokens": 1, "correct": 1}]
+    scorer = get_scorer("language-model")
+    r = scorer.score(preds, samples)
+    assert r.metrics == {"loss": 0.6, "perplexity": pytest.approx(np.exp(0.6)), "next_token_accuracy": 0.4}
+    assert scorer.aggregate(r.per_sample) == r.metrics
+    assert scorer.aggregate(r.per_sample[1:]) == {"loss": 1.0, "perplexity": pytest.approx(np.e), "next_token_accuracy": 1.0}
+    json.dumps(r.per_sample)
+    with pytest.raises(ValueError, match="is not a valid count"):
+        scorer.score([{"nll_sum": 1.0, "tokens": 1, "correct": 2}], samples[:1])
+    with pytest.raises(ValueError, match="hold no tokens"):
+        scorer.score([{"nll_sum": 0.0, "tokens": 0, "correct": 0}], samples[:1])
