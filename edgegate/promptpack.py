@@ -4,6 +4,15 @@ A pack is a directory holding ``manifest.yaml``, one JSONL file of samples per
 split and the files those samples name. The manifest lists the sha256 of every
 other file in the pack, so the manifest's own hash (``PromptPack.digest``) pins
 the whole pack: two runs with the same digest scored the same bytes.
+
+The task fixes the record of a JSONL line and what a ``Sample`` carries:
+
+* ``detection`` (vision): ``{"id", "image", "boxes"}``; the sample's image file is hashed.
+* ``intent-classification`` (text): ``{"id", "text", "label"}``, label one of ``classes``.
+* ``language-modeling`` (text): ``{"id", "text"}``.
+
+A text sample's ``sha256`` is the hash of its UTF-8 text (the JSONL file itself is
+hashed in ``files:`` like every other file).
 """
 
 from __future__ import annotations
@@ -14,14 +23,14 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal, Union
 
 import numpy as np
 import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgegate.errors import PackIntegrityError, SpecError, UnknownNameError
+from edgegate.errors import InputError, PackIntegrityError, SpecError, UnknownNameError
 from edgegate.scorers import scorer_names, unknown_scorer_message
 
 logger = logging.getLogger(__name__)
@@ -32,22 +41,47 @@ _HASH_CHUNK = 1 << 20
 
 class Modality(str, Enum):
     VISION = "vision"
+    TEXT = "text"
 
 
 class Task(str, Enum):
     DETECTION = "detection"
+    INTENT_CLASSIFICATION = "intent-classification"
+    LANGUAGE_MODELING = "language-modeling"
+
+
+# Which modality each task reads, and whether the manifest must list its classes.
+_TASK_MODALITY = {
+    Task.DETECTION: Modality.VISION,
+    Task.INTENT_CLASSIFICATION: Modality.TEXT,
+    Task.LANGUAGE_MODELING: Modality.TEXT,
+}
+_TASK_NEEDS_CLASSES = {Task.DETECTION, Task.INTENT_CLASSIFICATION}
+_MODALITY_INPUT_KIND = {Modality.VISION: "image", Modality.TEXT: "text"}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class InputSpec(_Strict):
+class ImageInputSpec(_Strict):
     kind: Literal["image"]
     color: Literal["RGB"]
     height: int = Field(gt=0)
     width: int = Field(gt=0)
     dtype: Literal["uint8"]
+
+
+class TextInputSpec(_Strict):
+    """Text samples: raw UTF-8 strings; tokenizing is the adapter's job, not the pack's."""
+
+    kind: Literal["text"]
+    language: str = Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")  # BCP 47, e.g. en
+    encoding: Literal["utf-8"] = "utf-8"
+    max_chars: int | None = Field(default=None, gt=0)  # checked on every sample when set
+
+
+InputSpec = Annotated[Union[ImageInputSpec, TextInputSpec], Field(discriminator="kind")]
 
 
 class SplitSpec(_Strict):
@@ -57,8 +91,8 @@ class SplitSpec(_Strict):
 
 class SourceSpec(_Strict):
     name: str
-    role: Literal["person", "background"]
-    package: str
+    role: Literal["person", "background", "text"]
+    package: str | None = None  # None: written for the pack (no package ships it)
     loader: str
     license: str
     attribution: str
@@ -80,7 +114,7 @@ class PackManifest(_Strict):
     input: InputSpec
     splits: dict[str, SplitSpec] = Field(min_length=1)
     scorers: list[str] = Field(min_length=1)
-    classes: list[str] = Field(min_length=1)
+    classes: list[str] = Field(default_factory=list)  # required for detection and intents
     sources: list[SourceSpec] = Field(default_factory=list)
     build: BuildSpec | None = None
     files: dict[str, str] = Field(min_length=1)
@@ -96,16 +130,39 @@ class DetectionRecord(_Strict):
     background: str | None = None
 
 
+class IntentRecord(_Strict):
+    """One line of an intent-classification split: an utterance and its intent."""
+
+    id: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+
+
+class TextRecord(_Strict):
+    """One line of a language-modeling split: a passage."""
+
+    id: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+
+
 @dataclass(frozen=True)
 class Sample:
     id: str
     split: str
-    image_path: Path  # absolute
-    target: dict[str, Any]  # detection: {"boxes": np.ndarray (N, 4) float32, x1 y1 x2 y2 pixels}
-    sha256: str  # of the image file, from the manifest
+    image_path: Path | None  # absolute; None for text samples
+    # detection: {"boxes": np.ndarray (N, 4) float32, x1 y1 x2 y2 pixels};
+    # intent-classification: {"label": str}; language-modeling: {}
+    target: dict[str, Any]
+    sha256: str  # of the image file (from the manifest), or of the UTF-8 text
+    text: str | None = None  # text samples only
 
     def load_image(self) -> np.ndarray:
         """The image as an HxWx3 uint8 RGB array."""
+        if self.image_path is None:
+            raise InputError(
+                f"sample '{self.id}' of split '{self.split}' is a text sample and has no image; "
+                "read sample.text (a text adapter implements predict_sample)"
+            )
         with Image.open(self.image_path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
@@ -239,6 +296,24 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _data_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` as a path through the YAML data: pydantic inserts the tag of a
+    discriminated union (``input.image.channels``), which is no key in the file."""
+    out: list[Any] = []
+    current = data
+    for i, el in enumerate(loc):
+        if isinstance(current, dict) and el in current:
+            current = current[el]
+        elif isinstance(current, list) and isinstance(el, int) and 0 <= el < len(current):
+            current = current[el]
+        elif i != len(loc) - 1:
+            continue  # a union tag
+        else:
+            current = None  # a missing key
+        out.append(el)
+    return tuple(out)
+
+
 def _pydantic_problem(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key; remove it or check its spelling"
@@ -275,7 +350,7 @@ def _read_manifest(manifest_path: Path) -> tuple[PackManifest, bytes, yaml.Node 
         manifest = PackManifest.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(err["loc"])
+        loc = _data_loc(data, tuple(err["loc"]))
         raise SpecError(
             file, _field_path(loc), _pydantic_problem(err), line=_node_line(node, loc)
         ) from exc
@@ -289,7 +364,32 @@ def _check_relative(file: str, field: str, rel: str, line: int | None) -> None:
         raise SpecError(file, field, problem, line)
 
 
+def _validate_task(file: str, manifest: PackManifest, node: yaml.Node | None) -> None:
+    """modality, task, input kind and classes must describe the same kind of pack."""
+    task, modality = manifest.task, manifest.modality
+    if _TASK_MODALITY[task] is not modality:
+        problem = (
+            f"task '{task.value}' needs modality '{_TASK_MODALITY[task].value}', "
+            f"not '{modality.value}'"
+        )
+        raise SpecError(file, "task", problem, _node_line(node, ("task",)))
+    kind = _MODALITY_INPUT_KIND[modality]
+    if manifest.input.kind != kind:
+        problem = f"'{manifest.input.kind}' does not fit modality '{modality.value}' (use kind: {kind})"
+        raise SpecError(file, "input.kind", problem, _node_line(node, ("input", "kind")))
+    if task in _TASK_NEEDS_CLASSES and not manifest.classes:
+        problem = f"task '{task.value}' needs the list of its classes"
+        raise SpecError(file, "classes", problem, _node_line(node, ("classes",)))
+    seen: set[str] = set()
+    for i, name in enumerate(manifest.classes):
+        if name in seen:
+            line = _node_line(node, ("classes", i))
+            raise SpecError(file, f"classes[{i}]", f"duplicate class '{name}'", line)
+        seen.add(name)
+
+
 def _validate_manifest(file: str, manifest: PackManifest, node: yaml.Node | None) -> None:
+    _validate_task(file, manifest, node)
     known = set(scorer_names())
     for i, scorer in enumerate(manifest.scorers):
         if scorer not in known:
@@ -330,6 +430,66 @@ def _verify_files(file: str, root: Path, manifest: PackManifest) -> None:
             )
 
 
+class _RecordError(Exception):
+    """A record that parsed but does not fit the pack: field and problem, for a SpecError."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+def _detection_sample(
+    record: DetectionRecord, split: str, root: Path, manifest: PackManifest, shown: str, lineno: int
+) -> Sample:
+    file = str(root / MANIFEST_NAME)
+    _check_relative(shown, "image", record.image, lineno)
+    if record.image not in manifest.files:
+        raise PackIntegrityError(
+            f"{shown}:{lineno}: image: '{record.image}' is not listed in "
+            f"{file} files; rebuild the pack"
+        )
+    boxes = np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4)
+    for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        if not (x2 > x1 and y2 > y1):
+            raise _RecordError(f"boxes[{i}]", f"box {[x1, y1, x2, y2]} needs x2 > x1 and y2 > y1")
+    boxes.setflags(write=False)
+    return Sample(
+        id=record.id,
+        split=split,
+        image_path=(root / record.image).resolve(),
+        target={"boxes": boxes},
+        sha256=manifest.files[record.image],
+    )
+
+
+def _text_sample(record: IntentRecord | TextRecord, split: str, manifest: PackManifest) -> Sample:
+    limit = manifest.input.max_chars if isinstance(manifest.input, TextInputSpec) else None
+    if limit is not None and len(record.text) > limit:
+        raise _RecordError("text", f"{len(record.text)} characters, more than input.max_chars ({limit})")
+    target: dict[str, Any] = {}
+    if isinstance(record, IntentRecord):
+        if record.label not in manifest.classes:
+            known = ", ".join(manifest.classes)
+            raise _RecordError("label", f"'{record.label}' is not one of the manifest's classes ({known})")
+        target = {"label": record.label}
+    return Sample(
+        id=record.id,
+        split=split,
+        image_path=None,
+        target=target,
+        sha256=hashlib.sha256(record.text.encode("utf-8")).hexdigest(),
+        text=record.text,
+    )
+
+
+_RECORDS: dict[Task, type[_Strict]] = {
+    Task.DETECTION: DetectionRecord,
+    Task.INTENT_CLASSIFICATION: IntentRecord,
+    Task.LANGUAGE_MODELING: TextRecord,
+}
+
+
 def _load_split(
     manifest_path: Path, root: Path, manifest: PackManifest, split: str, node: yaml.Node | None
 ) -> list[Sample]:
@@ -337,6 +497,12 @@ def _load_split(
     spec = manifest.splits[split]
     samples_path = root / spec.samples
     shown = str(manifest_path.parent / spec.samples)  # the path as the user gave it, for messages
+    record_model = _RECORDS[manifest.task]
+    make: Callable[[Any, int], Sample]
+    if manifest.task is Task.DETECTION:
+        make = lambda record, lineno: _detection_sample(record, split, root, manifest, shown, lineno)  # noqa: E731
+    else:
+        make = lambda record, lineno: _text_sample(record, split, manifest)  # noqa: E731
     samples: list[Sample] = []
     seen: dict[str, int] = {}
     lines = samples_path.read_text(encoding="utf-8").splitlines()
@@ -345,7 +511,7 @@ def _load_split(
             continue
         try:
             data = json.loads(text)
-            record = DetectionRecord.model_validate(data)
+            record: Any = record_model.model_validate(data)
         except json.JSONDecodeError as exc:
             raise SpecError(shown, None, f"invalid JSON: {exc.msg}", lineno) from exc
         except ValidationError as exc:
@@ -358,27 +524,10 @@ def _load_split(
                 shown, "id", f"duplicate id '{record.id}' (first on line {seen[record.id]})", lineno
             )
         seen[record.id] = lineno
-        _check_relative(shown, "image", record.image, lineno)
-        if record.image not in manifest.files:
-            raise PackIntegrityError(
-                f"{shown}:{lineno}: image: '{record.image}' is not listed in "
-                f"{file} files; rebuild the pack"
-            )
-        boxes = np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4)
-        for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-            if not (x2 > x1 and y2 > y1):
-                problem = f"box {[x1, y1, x2, y2]} needs x2 > x1 and y2 > y1"
-                raise SpecError(shown, f"boxes[{i}]", problem, lineno)
-        boxes.setflags(write=False)
-        samples.append(
-            Sample(
-                id=record.id,
-                split=split,
-                image_path=(root / record.image).resolve(),
-                target={"boxes": boxes},
-                sha256=manifest.files[record.image],
-            )
-        )
+        try:
+            samples.append(make(record, lineno))
+        except _RecordError as exc:
+            raise SpecError(shown, exc.field, exc.problem, lineno) from None
     if len(samples) != spec.count:
         raise SpecError(
             file,

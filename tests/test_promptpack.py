@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgegate.errors import PackIntegrityError, SpecError, UnknownNameError
+from edgegate.errors import InputError, PackIntegrityError, SpecError, UnknownNameError
 from edgegate.promptpack import PromptPack, load_promptpack, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -170,7 +170,7 @@ def test_unknown_scorer_in_manifest(mini_copy: Path) -> None:
         load_promptpack(mini_copy, verify=False)
     line = _line_of(manifest, "- detectoin")
     assert str(info.value) == (
-        f"{manifest}:{line}: scorers[0]: unknown scorer 'detectoin' (did you mean 'detection'?); known: detection"
+        f"{manifest}:{line}: scorers[0]: unknown scorer 'detectoin' (did you mean 'detection'?); known: detection, intent, language-model"
     )
 
 
@@ -197,3 +197,132 @@ def test_bad_sample_line_names_jsonl_line(mini_copy: Path) -> None:
     assert str(info.value).startswith(f"{samples}:3: boxes[0]: ")
     with pytest.raises(PackIntegrityError, match=r"files\.eval\.jsonl: sha256 mismatch"):
         load_promptpack(mini_copy)
+
+
+# --- text packs ----------------------------------------------------------------------------
+
+INTENTS_PACK = REPO / "promptpacks" / "robot_intents"
+LM_PACK = REPO / "promptpacks" / "lm_tiny"
+INTENTS_MINI = REPO / "tests" / "fixtures" / "packs" / "robot_intents_mini"
+
+
+@pytest.fixture
+def intents_copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "intents"
+    shutil.copytree(INTENTS_MINI, dst)
+    return dst
+
+
+def _build_script(pack: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"build_{pack.name}", pack / "build_pack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_robot_intents_pack() -> None:
+    pack = load_promptpack(INTENTS_PACK)
+    assert (pack.modality.value, pack.task.value, pack.splits) == ("text", "intent-classification", ["support", "eval"])
+    classes = pack.manifest.classes
+    assert len(classes) == 12
+    support, evaluation = pack.samples("support"), pack.samples("eval")
+    assert (len(support), len(evaluation)) == (48, 288)
+    assert all(sum(s.target["label"] == c for s in support) == 4 for c in classes)
+    # Interleaved: any 12 consecutive eval samples from the start cover every intent once.
+    assert sorted(s.target["label"] for s in evaluation[:12]) == sorted(classes)
+    texts = [s.text for s in support + evaluation]
+    assert len({t.lower().rstrip(".!?") for t in texts}) == len(texts) == 336
+    sample = evaluation[0]
+    assert sample.image_path is None and set(sample.target) == {"label"}
+    assert sample.sha256 == hashlib.sha256(sample.text.encode("utf-8")).hexdigest()
+    assert pack.split_digest("eval") != pack.split_digest("support")
+
+
+def test_lm_tiny_pack() -> None:
+    pack = load_promptpack(LM_PACK)
+    assert (pack.modality.value, pack.task.value) == ("text", "language-modeling")
+    evaluation, train = pack.samples("eval"), pack.samples("train")
+    assert len(evaluation) == 200 and len(train) > 3000
+    assert all(0 < len(s.text.encode("utf-8")) <= 64 and s.target == {} for s in evaluation + train)
+    assert "PSF" in pack.manifest.sources[0].license
+
+
+def test_text_sample_has_no_image() -> None:
+    sample = load_promptpack(INTENTS_MINI).samples("eval")[0]
+    with pytest.raises(InputError) as info:
+        sample.load_image()
+    assert str(info.value) == (
+        "sample 'eval-0000' of split 'eval' is a text sample and has no image; "
+        "read sample.text (a text adapter implements predict_sample)"
+    )
+
+
+def test_text_packs_rebuild_byte_identical(tmp_path: Path) -> None:
+    intents = _build_script(INTENTS_PACK)
+    intents.build(tmp_path / "ri", name="robot_intents_mini", support_cores=1, n_eval=12, seed=intents.DEFAULT_SEED)
+    for rel in ("manifest.yaml", "support.jsonl", "eval.jsonl"):
+        assert (tmp_path / "ri" / rel).read_bytes() == (INTENTS_MINI / rel).read_bytes(), rel
+    lm = _build_script(LM_PACK)
+    built_with = load_promptpack(LM_PACK, verify=False).manifest.build.environment["python"]
+    import platform
+
+    if platform.python_version() != built_with:
+        pytest.skip(f"lm_tiny's text comes from Python {built_with}'s pydoc_data")
+    lm.build(tmp_path / "lm", name="lm_tiny", n_eval=200, n_train=None, max_bytes=64, seed=lm.DEFAULT_SEED)
+    for rel in ("manifest.yaml", "train.jsonl", "eval.jsonl"):
+        assert (tmp_path / "lm" / rel).read_bytes() == (LM_PACK / rel).read_bytes(), rel
+
+
+def test_intent_label_must_be_a_class(intents_copy: Path) -> None:
+    samples = intents_copy / "eval.jsonl"
+    lines = samples.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].replace('"label": "stop"', '"label": "fly"')
+    samples.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        load_promptpack(intents_copy, verify=False)
+    assert str(info.value).startswith(f"{samples}:4: label: 'fly' is not one of the manifest's classes (move_forward, ")
+    with pytest.raises(PackIntegrityError, match=r"files\.eval\.jsonl: sha256 mismatch"):
+        load_promptpack(intents_copy)
+
+
+def test_text_record_fields_are_checked(intents_copy: Path) -> None:
+    samples = intents_copy / "support.jsonl"
+    lines = samples.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace('"label"', '"intent"')
+    samples.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        load_promptpack(intents_copy, verify=False)
+    assert str(info.value) == f"{samples}:2: label: required key is missing"
+
+
+def test_text_input_unknown_key_names_field_and_line(intents_copy: Path) -> None:
+    manifest = _edit_manifest(intents_copy, "  language: en\n", "  language: en\n  tokenizer: bert\n")
+    with pytest.raises(SpecError) as info:
+        load_promptpack(intents_copy, verify=False)
+    line = _line_of(manifest, "tokenizer: bert")
+    assert str(info.value) == f"{manifest}:{line}: input.tokenizer: unknown key; remove it or check its spelling"
+
+
+def test_task_modality_and_classes_must_agree(intents_copy: Path) -> None:
+    manifest = _edit_manifest(intents_copy, "modality: text", "modality: vision")
+    with pytest.raises(SpecError) as info:
+        load_promptpack(intents_copy, verify=False)
+    line = _line_of(manifest, "task: intent")
+    assert str(info.value) == f"{manifest}:{line}: task: task 'intent-classification' needs modality 'text', not 'vision'"
+    _edit_manifest(intents_copy, "modality: vision", "modality: text")
+    text = manifest.read_text(encoding="utf-8")
+    start = text.index("classes:\n")
+    end = text.index("sources:\n")
+    manifest.write_text(text[:start] + text[end:], encoding="utf-8")
+    with pytest.raises(SpecError, match="classes: task 'intent-classification' needs the list of its classes"):
+        load_promptpack(intents_copy, verify=False)
+
+
+def test_text_longer_than_max_chars(intents_copy: Path) -> None:
+    manifest = _edit_manifest(intents_copy, "max_chars: 120", "max_chars: 10")
+    with pytest.raises(SpecError) as info:
+        load_promptpack(intents_copy, verify=False)
+    assert "text: " in str(info.value) and "more than input.max_chars (10)" in str(info.value)
+    assert manifest.is_file()
