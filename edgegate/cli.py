@@ -66,9 +66,16 @@ _db_option = click.option(
 @click.option("--quiet", is_flag=True, help="No progress output; print only the report.")
 @click.option("--strict", is_flag=True,
               help="Quality gates must hold on the conservative end of the candidate's 95% bootstrap CI.")
+@click.option("--evidence", type=click.Choice(["on-pass", "always", "never"]), default="on-pass", show_default=True,
+              help="When to write a signed evidence bundle (always: failing runs too, with the verdict inside).")
+@click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ed25519 PEM private key (default $EDGEGATE_SIGNING_KEY, then signing_key in ./edgegate.toml).")
+@click.option("--evidence-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where bundles and their artifacts go (default ./evidence).")
 @_handle_errors
 def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool, json_out: Path | None,
-        markdown_out: Path | None, quiet: bool, strict: bool) -> None:
+        markdown_out: Path | None, quiet: bool, strict: bool, evidence: str, signing_key: Path | None,
+        evidence_dir: Path | None) -> None:
     """Run PIPELINE: FP32 baseline (first time) -> AIMET INT8 -> compile -> benchmark -> score -> gates."""
     from edgegate.pipeline import RunOptions, run_pipeline
     from edgegate.progress import Progress
@@ -80,11 +87,13 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
     result = run_pipeline(
         pipeline,
         RunOptions(device=device, db_url=db_url, rebaseline=rebaseline, report_path=json_out,
-                   strict=strict, progress=Progress(quiet=quiet)),
+                   strict=strict, progress=Progress(quiet=quiet), evidence=evidence, signing_key=signing_key,
+                   evidence_dir=evidence_dir),
     )
     report = build_report(result)
     click.echo(render_terminal(report))
     click.echo(f"JSON report: {result.report_path}")
+    click.echo(f"Evidence bundle: {result.evidence_status}")
     if markdown_out is not None:
         markdown_out.parent.mkdir(parents=True, exist_ok=True)
         with open(markdown_out, "a") as f:
@@ -237,6 +246,72 @@ def compare(baseline_run: int, candidate_run: int, threshold: str | None, fmt: s
     )
     click.echo(render_comparison(result, fmt))
     sys.exit(EXIT_GATE_FAILED if result["verdict"] == "regressed" else EXIT_OK)
+
+
+@cli.group()
+def keys() -> None:
+    """Make the Ed25519 key pair that signs evidence bundles."""
+
+
+@keys.command("generate")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Directory for edgegate.key (mode 0600) and edgegate.pub.")
+@click.option("--passphrase-env", metavar="VAR", default=None,
+              help="Encrypt the private key with the passphrase in environment variable VAR.")
+@_handle_errors
+def keys_generate(out_dir: Path, passphrase_env: str | None) -> None:
+    """Generate an Ed25519 signing key pair as PEM files; print the key id."""
+    import os
+
+    from edgegate.evidence import generate_keypair
+
+    passphrase = None
+    if passphrase_env is not None:
+        passphrase = os.environ.get(passphrase_env)
+        if not passphrase:
+            raise InputError(f"--passphrase-env: environment variable {passphrase_env} is not set or empty")
+    pair = generate_keypair(out_dir, passphrase)
+    enc = f", encrypted with ${passphrase_env}" if pair.encrypted else ""
+    click.echo(f"private key: {pair.private_path} (mode 0600{enc}); keep it secret")
+    click.echo(f"public key:  {pair.public_path} (give it to whoever verifies)")
+    click.echo(f"key id:      {pair.key_id}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The signer's Ed25519 public key (edgegate.pub).")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory holding the subjects by name (evidence/PIPELINE-RUN/): recompute every sha256.")
+@click.option("--promptpack", type=click.Path(path_type=Path), default=None,
+              help="Check the PromptPack subject against this pack (directory or manifest.yaml).")
+@click.option("--require-pass", is_flag=True, help="Also fail (exit 1) when the signed verdict is FAIL.")
+@_handle_errors
+def verify(bundle: Path, key_path: Path, artifacts: Path | None, promptpack: Path | None, require_pass: bool) -> None:
+    """Verify an evidence BUNDLE: signature, statement and (with --artifacts) every artifact.
+
+    Exit code 0 when valid, 1 when not (with the reason), 2 when a file cannot be read.
+    """
+    from edgegate.evidence import SubjectStatus, verify_bundle
+
+    res = verify_bundle(bundle, key_path, artifacts, promptpack)
+    if not res.ok or res.statement is None:
+        click.echo(f"invalid: {bundle}: {res.reason}", err=True)
+        sys.exit(EXIT_GATE_FAILED)
+    if require_pass and not res.passed:
+        click.echo(f"invalid: {bundle}: the signed verdict is FAIL (--require-pass)", err=True)
+        sys.exit(EXIT_GATE_FAILED)
+    pred = res.statement["predicate"]
+    run_id = pred["measurements"].get("candidate", {}).get("run_id")
+    click.echo(f"valid: {bundle}: signed by key {res.key_id}")
+    click.echo(f"  {pred['pipeline'].get('name')} run {run_id} on {pred['device'].get('name')}: "
+               f"verdict {'PASS' if res.passed else 'FAIL'} ({pred['started_at']} .. {pred['finished_at']})")
+    checked = sum(1 for _, st in res.subjects if st is SubjectStatus.OK)
+    unchecked = [n for n, st in res.subjects if st is SubjectStatus.NOT_CHECKED]
+    hint = "give --artifacts DIR" if artifacts is None else "give --promptpack PACK"
+    click.echo(f"  subjects: {checked} of {len(res.subjects)} digests recomputed"
+               + (f"; not checked: {', '.join(unchecked)} ({hint})" if unchecked and len(unchecked) < 3
+                  else f"; {len(unchecked)} not checked ({hint})" if unchecked else ""))
 
 
 def main() -> None:

@@ -132,6 +132,18 @@ class ComparisonMetricRow(Base):
     ci_high: Mapped[float | None] = mapped_column(Float)
 
 
+class EvidenceRow(Base):
+    """A signed evidence bundle of a run (its own table: older databases need no migration)."""
+
+    __tablename__ = "evidence"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
 @dataclass(frozen=True)
 class Run:
     id: int
@@ -326,6 +338,23 @@ class ExperimentDB:
             rows = s.scalars(select(ArtifactRow).where(ArtifactRow.run_id == run_id).order_by(ArtifactRow.id))
             return [
                 {"kind": r.kind, "graph": r.graph, "path": r.path, "sha256": r.sha256, "size_bytes": r.size_bytes}
+                for r in rows
+            ]
+
+    # -- evidence --------------------------------------------------------------
+
+    def add_evidence(self, run_id: int, path: Path, sha256: str, key_id: str) -> None:
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.add(EvidenceRow(run_id=run_id, path=str(path), sha256=sha256, key_id=key_id, created_at=utcnow()))
+        except SQLAlchemyError as exc:
+            raise InputError(f"cannot record evidence of run {run_id} in '{self.url}': {_one_line(exc)}") from exc
+
+    def evidence_for(self, run_id: int) -> list[dict[str, Any]]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(EvidenceRow).where(EvidenceRow.run_id == run_id).order_by(EvidenceRow.id))
+            return [
+                {"path": r.path, "sha256": r.sha256, "key_id": r.key_id, "created_at": r.created_at}
                 for r in rows
             ]
 

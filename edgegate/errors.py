@@ -73,6 +73,12 @@ class TargetError(EdgeGateError):
     exit_code = 3
 
 
+class VerificationError(EdgeGateError):
+    """A signature, statement or artifact of an evidence bundle does not verify. Exit code 1."""
+
+    exit_code = 1
+
+
 class GateFailure(EdgeGateError):
     """The run completed and at least one gate failed. Exit code 1."""
 

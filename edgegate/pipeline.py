@@ -13,6 +13,8 @@
 6. Benchmark: warmup + timed repeats of every graph, in a fresh worker process.
 7. Infer + score the eval split through the compiled graphs.
 8. Compare with golden, evaluate the gates, write the JSON report.
+9. Evidence: sign an in-toto statement of the run (DSSE, Ed25519) when ``evidence`` says so;
+   a missing key or a failure here is a note, never an error after the measurements.
 
 Every variant is a row in the database from its start; the row always ends with a final
 status (the ``finally`` blocks), whatever happens in between.
@@ -36,6 +38,7 @@ from edgegate.adapters import GraphRunner, predict_sample
 from edgegate.artifacts import ArtifactCache, CacheEntry, digest_json, sha256_file
 from edgegate.db import ExperimentDB, StoredMetric
 from edgegate.errors import EdgeGateError, InputError, SpecError
+from edgegate.evidence import EvidenceMode, prepare_signing, utc_timestamp, write_evidence
 from edgegate.gates import GateResult, evaluate_gates, verdict
 from edgegate.metrics import Measurement, Source, get_metric
 from edgegate.models import GraphSource, export_fp32_onnx, graph_sources, import_object, load_torch_model, weight_bytes
@@ -53,7 +56,8 @@ from edgegate.spec import (
 )
 from edgegate.stats import LatencySummary, summarize_latency
 from edgegate.targets.base import BenchmarkResult, CompiledGraph, Variant
-from edgegate.targets.local import CpuTarget, target_for_device
+from edgegate.targets import target_for_device
+from edgegate.targets.local import CpuTarget
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +154,10 @@ def load_context(
     graphs = graph_sources(spec)
     adapter = _make_adapter(spec)
     _check_adapter_shapes(spec, adapter, graphs)
-    if dev.kind not in ("cpu", "qnn-emulator"):
-        raise InputError(
-            f"{dev.source_path or dev.name}: kind: '{dev.kind}' devices are not runnable in this "
-            "version of EdgeGate yet (runnable: cpu, qnn-emulator)"
-        )
     target = target_for_device(dev)
-    # The HTP runs quantized graphs; the FP32 reference runs on the host CPU.
-    baseline_target = target if dev.kind == "cpu" else CpuTarget("host-cpu")
+    # A target that runs FP32 graphs (CPU, AI Hub) runs the baseline too; the HTP emulator
+    # runs quantized graphs, so the FP32 reference then runs on the host CPU.
+    baseline_target = target if getattr(target, "runs_fp32", False) else CpuTarget("host-cpu")
     return RunContext(
         spec=spec,
         device=dev,
@@ -395,6 +395,12 @@ class PipelineResult:
     passed: bool
     report_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    # the resolved {"pipeline", "device"} config that config_digest is the digest of
+    config: dict[str, Any] = field(default_factory=dict)
+    started_at: str | None = None  # UTC ISO 8601
+    finished_at: str | None = None
+    evidence_path: Path | None = None
+    evidence_status: str = ""  # the bundle, or why there is none
 
 
 def _metric(name: str, value: float, source: Source) -> tuple[str, Measurement]:
@@ -488,6 +494,9 @@ class RunOptions:
     # Gates on quality metrics hold on the conservative end of the candidate's 95% bootstrap CI.
     strict: bool = False
     progress: Progress = field(default_factory=lambda: Progress(quiet=True))
+    evidence: EvidenceMode | str = EvidenceMode.ON_PASS  # on-pass | always | never
+    signing_key: Path | None = None  # else $EDGEGATE_SIGNING_KEY, else ./edgegate.toml
+    evidence_dir: Path | None = None  # default ./evidence
 
 
 def _run_variant(
@@ -593,7 +602,11 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
 
     opts = options or RunOptions()
     progress = opts.progress
-    # 1. load and check everything
+    started_at = utc_timestamp()
+    # 1. load and check everything (the signing key too: say now, not after the run, if none)
+    signing = prepare_signing(opts.evidence, opts.signing_key)
+    if signing.problem:
+        progress.info(signing.problem)
     ctx = load_context(pipeline_path, device=opts.device, home=opts.home)
     db = ExperimentDB(opts.db_url)
     cache = ArtifactCache(ctx.home / "artifacts")
@@ -689,12 +702,27 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
         gates=gate_results,
         passed=passed,
         notes=notes,
+        config={"pipeline": spec.model_dump(mode="json"), "device": ctx.device.model_dump(mode="json")},
+        started_at=started_at,
+        finished_at=utc_timestamp(),
     )
     report = build_report(result)
     report_path = opts.report_path or (ctx.home / "reports" / f"{spec.name}-{candidate.run_id}.json")
     write_json_report(report, report_path)
     result.report_path = report_path
     db.finish_run(candidate.run_id, "passed" if passed else "failed", report_path=str(report_path))
+
+    # 9. evidence bundle
+    evidence = write_evidence(result, report, signing, opts.evidence_dir)
+    result.evidence_path, result.evidence_status = evidence.path, evidence.message
+    if evidence.note:
+        result.notes.append(evidence.note)
+    if evidence.path is not None:
+        try:
+            db.add_evidence(candidate.run_id, evidence.path, evidence.sha256 or "", evidence.key_id or "")
+        except EdgeGateError as exc:
+            result.notes.append(f"evidence bundle {evidence.path} not recorded in the database: {exc.message}")
+        progress.info(f"evidence bundle: {evidence.path}")
     return result
 
 

@@ -331,7 +331,7 @@ def model_from_run(db: ExperimentDB, run_id: int) -> tuple[Any, Any, Any]:
     graphs of an fp32 run, or the compiled graphs of an int8 run on its device's target."""
     from edgegate.pipeline import _make_adapter
     from edgegate.spec import load_device, load_pipeline
-    from edgegate.targets.local import target_for_device
+    from edgegate.targets import target_for_device
 
     run = db.get_run(run_id)
     if run is None:

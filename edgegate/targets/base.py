@@ -63,6 +63,7 @@ class Target(Protocol):
 
     name: str
     source: Source  # where this target's timings come from
+    runs_fp32: bool  # can run the FP32 baseline (else the baseline runs on the host CPU)
 
     def describe(self) -> dict[str, Any]:
         """Kind, name, chipset, arch, runtime versions: for reports and evidence."""

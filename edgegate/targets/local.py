@@ -150,6 +150,7 @@ class CpuTarget(_OrtTarget):
 
     _kind = "cpu"
     source = Source.HOST_CPU
+    runs_fp32 = True
 
     def __init__(self, name: str = "cpu", intra_op_threads: int | None = None, description: str = "") -> None:
         self.name = name
@@ -196,6 +197,7 @@ class QnnEmulatorTarget(_OrtTarget):
 
     _kind = "qnn"
     source = Source.HOST_EMULATOR
+    runs_fp32 = False  # the HTP runs quantized graphs
 
     def __init__(
         self,
