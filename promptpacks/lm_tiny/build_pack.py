@@ -10,7 +10,9 @@ Only prose is kept: headings, their underlines and indented blocks (code, gramma
 are dropped; each paragraph's lines are joined, and its words are packed greedily
 into passages of at most ``--max-bytes`` UTF-8 bytes (64: one byte is one token of
 EdgeGate's byte-level TinyLM). Whole topics go to one split, so no eval passage
-continues a train passage. Which topics are eval is fixed by a hash of their name;
+continues a train passage, and a paragraph of an eval topic that other topics repeat
+(the "compound" topic holds "try", "function", ...) is dropped from train. Which
+topics are eval is fixed by a hash of their name;
 the eval split is then ``--eval`` passages drawn with a seeded ``random.Random``.
 
 The text depends on the Python version that ships it (recorded in the manifest's
@@ -96,11 +98,17 @@ def _sha256(path: Path) -> str:
 def build(out: Path, *, name: str, n_eval: int, n_train: int | None, max_bytes: int, seed: int) -> dict[str, Any]:
     """Write the pack into ``out`` and return the manifest it wrote."""
     topics = _topics()
+    # Topics overlap (e.g. "compound" holds the text of "try" and "function"): a train
+    # paragraph that also occurs in an eval topic is dropped, so eval text is unseen.
+    eval_paragraphs = {para for t in topics if is_eval_topic(t) for para in paragraphs(topics[t])}
     train: list[tuple[str, str]] = []  # (topic, passage)
     eval_pool: list[tuple[str, str]] = []
     for topic in sorted(topics):
-        chunks = [p for para in paragraphs(topics[topic]) for p in passages(para, max_bytes)]
-        (eval_pool if is_eval_topic(topic) else train).extend((topic, c) for c in chunks)
+        held_out = is_eval_topic(topic)
+        for para in paragraphs(topics[topic]):
+            if not held_out and para in eval_paragraphs:
+                continue
+            (eval_pool if held_out else train).extend((topic, c) for c in passages(para, max_bytes))
     if n_eval > len(eval_pool):
         raise SystemExit(f"only {len(eval_pool)} eval passages available, asked for {n_eval}")
     rng = random.Random(seed)
