@@ -139,6 +139,18 @@ class _OrtTarget:
         )
 
 
+def _model_source(onnx_path: Path) -> str | bytes:
+    """The model as bytes when it is self-contained: ONNX Runtime names the QNN partition
+    (and so the context binary's graph) after a hash that includes the model's *path*, so
+    compiling from bytes is what makes context binaries byte-reproducible across runs."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in m.graph.initializer):
+        return str(onnx_path)
+    return onnx_path.read_bytes()
+
+
 def _count_nodes(onnx_path: Path) -> int:
     import onnx
 
@@ -254,7 +266,7 @@ class QnnEmulatorTarget(_OrtTarget):
         t0 = time.perf_counter()
         try:
             open_session(
-                str(onnx_path),
+                _model_source(onnx_path),
                 "qnn",
                 self._provider_options(),
                 allow_cpu_fallback=False,
@@ -280,7 +292,8 @@ class QnnEmulatorTarget(_OrtTarget):
         t0 = time.perf_counter()
         try:
             open_session(
-                str(onnx_path), "qnn", self._provider_options(), allow_cpu_fallback=True, context_file=str(probe)
+                _model_source(onnx_path), "qnn", self._provider_options(), allow_cpu_fallback=True,
+                context_file=str(probe),
             )
         except Exception as exc:  # noqa: BLE001
             raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {exc}") from exc

@@ -85,7 +85,7 @@ def session_options(
 
 
 def open_session(
-    model_path: str,
+    model_path: str | bytes,
     kind: str,
     provider_options: Mapping[str, str],
     *,
