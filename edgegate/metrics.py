@@ -168,9 +168,27 @@ _builtin("compile_time_ms", "ms", _L, MetricKind.TIME, "time to compile the mode
 _builtin("peak_memory_mb", "MB", _L, MetricKind.MEMORY, "peak memory during inference")
 _builtin("load_peak_memory_mb", "MB", _L, MetricKind.MEMORY, "peak memory while loading")
 # Sizes.
-_builtin("model_size_kb", "KB", _L, MetricKind.SIZE, "size of the model file")
-_builtin("model_size_mb", "MB", _L, MetricKind.SIZE, "size of the model file")
-_builtin("compiled_size_kb", "KB", _L, MetricKind.SIZE, "size of the compiled target model")
+_builtin("model_size_kb", "KB", _L, MetricKind.SIZE, "the graphs' parameters at their deployed precision")
+_builtin("model_size_mb", "MB", _L, MetricKind.SIZE, "the graphs' parameters at their deployed precision")
+_builtin("compiled_size_kb", "KB", _L, MetricKind.SIZE, "size of the compiled target model(s) on disk")
+_builtin("compiled_size_mb", "MB", _L, MetricKind.SIZE, "size of the compiled target model(s) on disk")
+_builtin(
+    "reproducible", "bool", _H, MetricKind.QUALITY,
+    "1 when quantizing and compiling twice in fresh processes gave byte-identical artifacts",
+)
+_builtin(
+    "adversarial_disagreement_rate", "ratio", _L, MetricKind.QUALITY,
+    "fraction of seed inputs for which a bounded perturbation makes FP32 and INT8 disagree",
+)
+_builtin("adversarial_coverage", "ratio", _H, MetricKind.QUALITY, "neuron coverage reached by the search")
+_builtin(
+    "fp32_robustness", "ratio", _H, MetricKind.QUALITY,
+    "fraction of seeds whose FP32 prediction no searched perturbation changed",
+)
+_builtin(
+    "int8_robustness", "ratio", _H, MetricKind.QUALITY,
+    "fraction of seeds whose INT8 prediction no searched perturbation changed",
+)
 # Op placement.
 _builtin("npu_fraction", "ratio", _H, MetricKind.PLACEMENT, "fraction of graph nodes on the NPU")
 _builtin("npu_nodes", "nodes", _H, MetricKind.PLACEMENT, "graph nodes placed on the NPU")

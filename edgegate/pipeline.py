@@ -435,7 +435,9 @@ def variant_metrics(
     m.update(
         [
             _metric("model_size_kb", size_bytes / 1024, Source.COMPUTED),
+            _metric("model_size_mb", size_bytes / 2**20, Source.COMPUTED),
             _metric("compiled_size_kb", compiled_bytes / 1024, Source.COMPUTED),
+            _metric("compiled_size_mb", compiled_bytes / 2**20, Source.COMPUTED),
             _metric("npu_nodes", npu, Source.COMPUTED),
             _metric("cpu_nodes", cpu, Source.COMPUTED),
             _metric("npu_fraction", npu / (npu + cpu) if npu + cpu else 0.0, Source.COMPUTED),

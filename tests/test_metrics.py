@@ -41,7 +41,7 @@ def test_builtins_have_direction_unit_kind() -> None:
         assert m.description
     names = [m.name for m in all_metrics()]
     assert names == sorted(names)
-    assert len(names) == 25
+    assert len(names) == 31
 
 
 def test_timing_property() -> None:
@@ -71,8 +71,9 @@ def test_unknown_metric_lists_known_when_nothing_close() -> None:
     with pytest.raises(UnknownNameError) as info:
         get_metric("zzz")
     assert str(info.value) == (
-        "unknown metric 'zzz' (known: accuracy, baseline_agreement, compile_time_ms, "
-        "compiled_size_kb, cosine_agreement, cpu_nodes, f1, inference_time_ms, ... (25 in all))"
+        "unknown metric 'zzz' (known: accuracy, adversarial_coverage, adversarial_disagreement_rate, "
+        "baseline_agreement, compile_time_ms, compiled_size_kb, compiled_size_mb, cosine_agreement, "
+        "... (31 in all))"
     )
 
 
