@@ -64,6 +64,8 @@ _db_option = click.option(
 @click.option("--markdown-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report as Markdown (e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--quiet", is_flag=True, help="No progress output; print only the report.")
+@click.option("--verify-reproducible", is_flag=True,
+              help="Quantize and compile twice more in fresh processes; metric `reproducible` (1/0).")
 @click.option("--strict", is_flag=True,
               help="Quality gates must hold on the conservative end of the candidate's 95% bootstrap CI.")
 @click.option("--evidence", type=click.Choice(["on-pass", "always", "never"]), default="on-pass", show_default=True,
@@ -74,8 +76,8 @@ _db_option = click.option(
               help="Where bundles and their artifacts go (default ./evidence).")
 @_handle_errors
 def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool, json_out: Path | None,
-        markdown_out: Path | None, quiet: bool, strict: bool, evidence: str, signing_key: Path | None,
-        evidence_dir: Path | None) -> None:
+        markdown_out: Path | None, quiet: bool, verify_reproducible: bool, strict: bool, evidence: str,
+        signing_key: Path | None, evidence_dir: Path | None) -> None:
     """Run PIPELINE: FP32 baseline (first time) -> AIMET INT8 -> compile -> benchmark -> score -> gates."""
     from edgegate.pipeline import RunOptions, run_pipeline
     from edgegate.progress import Progress
@@ -88,7 +90,7 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
         pipeline,
         RunOptions(device=device, db_url=db_url, rebaseline=rebaseline, report_path=json_out,
                    strict=strict, progress=Progress(quiet=quiet), evidence=evidence, signing_key=signing_key,
-                   evidence_dir=evidence_dir),
+                   evidence_dir=evidence_dir, verify_reproducible=verify_reproducible),
     )
     report = build_report(result)
     click.echo(render_terminal(report))

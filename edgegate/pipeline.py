@@ -242,18 +242,12 @@ def collect_graph_inputs(
     return record
 
 
-def quantize_graphs(
-    ctx: RunContext,
-    fp32: Mapping[str, Path],
-    calibration: Mapping[str, list[tuple[np.ndarray, ...]]],
-    cache: ArtifactCache,
-    progress: Progress,
-) -> dict[str, CacheEntry]:
-    """Step 4: AIMET QuantSim per graph, cached by (graph digests, settings, data, AIMET)."""
-    from edgegate.quantize import QuantizeSettings, aimet_version, quantize_graph
+def quantize_settings(ctx: RunContext) -> Any:
+    """The AIMET settings a pipeline asks for, with the config chosen for its device."""
+    from edgegate.quantize import QuantizeSettings
 
     q = ctx.spec.quantization
-    settings = QuantizeSettings(
+    return QuantizeSettings(
         config=ctx.aimet_config,
         scheme=q.scheme,
         param_bw=q.param_bw,
@@ -263,6 +257,19 @@ def quantize_graphs(
         adaround_iterations=q.adaround.iterations if q.adaround else None,
         seed=q.seed,
     )
+
+
+def quantize_graphs(
+    ctx: RunContext,
+    fp32: Mapping[str, Path],
+    calibration: Mapping[str, list[tuple[np.ndarray, ...]]],
+    cache: ArtifactCache,
+    progress: Progress,
+) -> dict[str, CacheEntry]:
+    """Step 4: AIMET QuantSim per graph, cached by (graph digests, settings, data, AIMET)."""
+    from edgegate.quantize import aimet_version, quantize_graph
+
+    settings = quantize_settings(ctx)
     config_id = ctx.aimet_config
     if Path(config_id).is_file():
         config_id = "sha256:" + sha256_file(Path(config_id))
@@ -401,6 +408,7 @@ class PipelineResult:
     finished_at: str | None = None
     evidence_path: Path | None = None
     evidence_status: str = ""  # the bundle, or why there is none
+    reproducibility: dict[str, Any] | None = None  # edgegate.reproduce.ReproResult.to_dict()
 
 
 def _metric(name: str, value: float, source: Source) -> tuple[str, Measurement]:
@@ -499,6 +507,8 @@ class RunOptions:
     evidence: EvidenceMode | str = EvidenceMode.ON_PASS  # on-pass | always | never
     signing_key: Path | None = None  # else $EDGEGATE_SIGNING_KEY, else ./edgegate.toml
     evidence_dir: Path | None = None  # default ./evidence
+    # also: quantization.verify_reproducible in the pipeline file
+    verify_reproducible: bool = False
 
 
 def _run_variant(
@@ -686,6 +696,11 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
         golden_run_id=golden_id, extra_artifacts=extra, progress=progress, model_digest=model_digest,
     )
 
+    # 7b. optionally: quantize + compile twice more in fresh processes, compare bytes
+    repro = None
+    if opts.verify_reproducible or spec.quantization.verify_reproducible:
+        repro = _check_reproducible(ctx, db, pipeline_path, opts, calibration, quantized, qdq, candidate, progress)
+
     # 8. compare with golden, gates, report
     gate_results = evaluate_gates(spec.parsed_gates(), candidate.metrics, baseline.metrics)
     if opts.strict:
@@ -707,6 +722,7 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
         config={"pipeline": spec.model_dump(mode="json"), "device": ctx.device.model_dump(mode="json")},
         started_at=started_at,
         finished_at=utc_timestamp(),
+        reproducibility=repro,
     )
     report = build_report(result)
     report_path = opts.report_path or (ctx.home / "reports" / f"{spec.name}-{candidate.run_id}.json")
@@ -726,6 +742,30 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
             result.notes.append(f"evidence bundle {evidence.path} not recorded in the database: {exc.message}")
         progress.info(f"evidence bundle: {evidence.path}")
     return result
+
+
+def _check_reproducible(
+    ctx: RunContext, db: ExperimentDB, pipeline_path: str | Path, opts: RunOptions,
+    calibration: Mapping[str, list[tuple[np.ndarray, ...]]], quantized: Mapping[str, CacheEntry],
+    qdq: Mapping[str, Path], candidate: VariantResult, progress: Progress,
+) -> dict[str, Any]:
+    """Metric `reproducible` (1/0) on the candidate, from two fresh quantize + compile runs."""
+    from edgegate.reproduce import verify_reproducible
+
+    primary = {
+        g: {"encodings": str(e.file(e.meta["encodings"])), "qdq_onnx": str(qdq[g]),
+            "compiled": [str(f) for f in candidate.compiled[g].files]}
+        for g, e in quantized.items()
+    }
+    with progress.stage("verify reproducibility: quantize + compile twice in fresh processes"):
+        res = verify_reproducible(
+            pipeline_path, opts.device, calibration, primary,
+            work_dir=ctx.home / "runs" / str(candidate.run_id) / "reproduce",
+        )
+    m = Measurement(1.0 if res.reproducible else 0.0, Source.COMPUTED, get_metric("reproducible").unit)
+    candidate.metrics["reproducible"] = m
+    db.add_metrics(candidate.run_id, [StoredMetric("reproducible", m.value, m.unit, m.source.value)])
+    return res.to_dict()
 
 
 def candidate_cis(ctx: RunContext, run_id: int, confidence: float = 0.95) -> dict[str, tuple[float, float]]:

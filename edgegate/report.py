@@ -114,6 +114,7 @@ def build_report(result: PipelineResult) -> dict[str, Any]:
             "size_reduction": _ratio(b.metrics.get("model_size_kb"), c.metrics.get("model_size_kb")),
         },
         "notes": result.notes,
+        "reproducibility": result.reproducibility,
     }
 
 
@@ -237,6 +238,13 @@ def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
         lines.append(f"  [{mark}] {g['expr']}{val}" + (f": {g['reason']}" if g["reason"] else ""))
     if not report["gates"]:
         lines.append("  (none declared)")
+    repro = report.get("reproducibility")
+    if repro:
+        if repro["reproducible"]:
+            n = sum(1 for r in repro["checked"] if r["equal"])
+            lines.append(f"Reproducibility: byte-identical ({n} artifact comparisons across this run and 2 fresh processes)")
+        else:
+            lines.append(f"Reproducibility: NOT reproducible: {repro['first_difference']}")
     lines.extend(["", *_verdict_lines(report)])
     for n in report.get("notes", []):
         lines.append(f"Note: {n}")

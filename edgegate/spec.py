@@ -186,6 +186,8 @@ class QuantizationSpec(_Spec):
     cle: bool = False
     adaround: AdaRoundSpec | None = None
     seed: NonNegativeInt = 0
+    # Quantize + compile twice more in fresh processes and compare bytes (metric `reproducible`).
+    verify_reproducible: bool = False
 
     @field_validator("adaround", mode="before")
     @classmethod
@@ -421,6 +423,13 @@ class AihubDevice(_DeviceBase):
     compile_options: str = ""
     profile_options: str = ""
     inference_options: str = ""
+    # The INT8 candidate goes up as AIMET's export (a .aimet directory: ONNX + .encodings) or
+    # as the QDQ ONNX; the FP32 baseline always goes up as its ONNX.
+    candidate_format: Literal["aimet", "qdq"] = "aimet"
+    # Waiting on jobs: status polls, how long one job may take, retries of transient failures.
+    poll_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    job_timeout_s: Annotated[float, Field(gt=0)] = 3600.0
+    max_retries: NonNegativeInt = 5
 
     @model_validator(mode="after")
     def _device_named(self) -> AihubDevice:
@@ -433,32 +442,92 @@ class AihubDevice(_DeviceBase):
         return self
 
 
-class SshDevice(_DeviceBase):
-    """A board reached over ssh, running the QNN SDK."""
+# QNN SDK platform directories (bin/<triple>, lib/<triple>): Android, the RB5's Linux images
+# (Yocto gcc9.3 / gcc11.2, Ubuntu gcc9.4) and an x86_64 Linux host acting as the board.
+QnnTargetTriple = Literal[
+    "aarch64-android",
+    "aarch64-oe-linux-gcc9.3",
+    "aarch64-oe-linux-gcc11.2",
+    "aarch64-ubuntu-gcc9.4",
+    "x86_64-linux-clang",
+]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+class _QnnBoardDevice(_DeviceBase):
+    """A board or phone running the QNN SDK's qnn-net-run (edgegate.targets.qnn_remote)."""
+
+    workdir: str  # on the board; each run works in a fresh directory below it and removes it
+    qnn_sdk_device: str  # on the board: bin/<triple>/qnn-net-run, lib/<triple>/, lib/hexagon-vNN/
+    qnn_sdk_host: str | None = None  # on this host (default $QNN_SDK_ROOT): prepares models
+    target_triple: QnnTargetTriple
+    # dsp: Hexagon v66 (RB5: libQnnDsp.so + V66 stub/skel); htp: v68 and newer (libQnnHtp.so)
+    backend: Literal["dsp", "htp"]
+    htp_arch: HtpArchNumber | None = None  # HTP a context binary is compiled for (default: arch)
+    soc_model: str | None = None
+    push_runtime: bool = False  # push qnn-net-run and the backend's libraries from the host SDK
+    perf_profile: (
+        Literal["burst", "sustained_high_performance", "high_performance", "balanced", "default",
+                "low_balanced", "power_saver", "low_power_saver", "high_power_saver",
+                "extreme_power_saver", "system_settings"] | None
+    ) = None
+    env: dict[str, str] = Field(default_factory=dict)  # extra environment for qnn-net-run
+    connect_timeout_s: PositiveFloat = 10.0
+    command_timeout_s: PositiveFloat = 600.0
+    reconnect_attempts: NonNegativeInt = 3
+    max_rounds: PositiveInt = 10  # qnn-net-run processes per graph; each gives one latency sample
+    keep_remote_files: bool = False
+
+    @field_validator("soc_model", mode="before")
+    @classmethod
+    def _soc_model_int(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @model_validator(mode="after")
+    def _backend_matches_arch(self) -> _QnnBoardDevice:
+        if self.arch is None:
+            raise _FieldProblem(
+                "arch", f"field required for kind {self.kind} (the Hexagon version, e.g. v66 for RB5)"
+            )
+        number = int(self.arch[1:])
+        if self.backend == "dsp" and number != 66:
+            raise _FieldProblem(
+                "backend", f"dsp is the QNN backend of Hexagon v66 (RB5); arch {self.arch} uses htp"
+            )
+        if self.backend == "htp" and number < 68:
+            raise _FieldProblem(
+                "backend", f"arch {self.arch} has no HTP: use backend dsp (libQnnDsp.so, as on RB5)"
+            )
+        if self.htp_arch is not None:
+            if self.backend != "htp":
+                raise _FieldProblem("htp_arch", "only used with backend htp; remove it")
+            if self.htp_arch < number:
+                raise _FieldProblem("htp_arch", f"{self.htp_arch} is older than arch {self.arch}")
+        return self
+
+
+class SshDevice(_QnnBoardDevice):
+    """A board reached over ssh (paramiko), running the QNN SDK."""
 
     kind: Literal["ssh"]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     user: str
     key_file: str | None = None
-    known_hosts: str | None = None
-    workdir: str
-    qnn_sdk_device: str
-    target_triple: str
-    backend: Literal["dsp", "htp"]
+    known_hosts: str | None = None  # default ~/.ssh/known_hosts; host keys are always verified
+    # Pin an unknown host's key by its OpenSSH fingerprint instead of adding it to known_hosts.
+    trust_host_key: Annotated[str, Field(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")] | None = None
 
 
-class AdbDevice(_DeviceBase):
-    """A board reached over adb, running the QNN SDK."""
+class AdbDevice(_QnnBoardDevice):
+    """A board or phone reached over adb (adbutils, through an adb server), running the QNN SDK."""
 
     kind: Literal["adb"]
     serial: str | None = None
     adb_host: str = "127.0.0.1"
     adb_port: Annotated[int, Field(ge=1, le=65535)] = 5037
-    workdir: str
-    qnn_sdk_device: str
-    target_triple: str
-    backend: Literal["dsp", "htp"]
 
 
 DeviceSpec = Annotated[

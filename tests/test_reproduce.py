@@ -1,0 +1,69 @@
+"""Reproducibility: fresh processes give byte-identical artifacts; a perturbed run is caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgegate.artifacts import ArtifactCache
+from edgegate.pipeline import collect_graph_inputs, cpu_runner, export_graphs, load_context
+from edgegate.progress import Progress
+from edgegate.reproduce import compare_artifacts, first_json_difference, run_workers
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI = ROOT / "tests" / "fixtures" / "pipelines" / "person_detect_mini.yaml"
+
+
+def test_first_json_difference_names_the_tensor() -> None:
+    a = {"activation_encodings": [{"name": "conv1", "scale": 0.1}, {"name": "conv2", "scale": 0.2}]}
+    b = {"activation_encodings": [{"name": "conv1", "scale": 0.1}, {"name": "conv2", "scale": 0.25}]}
+    assert first_json_difference(a, b) == "activation_encodings['conv2'].scale: 0.2 vs 0.25"
+    assert first_json_difference(a, a) is None
+
+
+def test_compare_artifacts_reports_first_differing_artifact(tmp_path: Path) -> None:
+    def files(tag: str, enc_scale: float) -> dict:
+        d = tmp_path / tag
+        d.mkdir()
+        (d / "g.encodings").write_text(json.dumps({"param_encodings": [{"name": "w", "scale": enc_scale}]}))
+        (d / "g_qdq.onnx").write_bytes(b"same")
+        (d / "ctx.bin").write_bytes(b"bin")
+        return {"g": {"encodings": str(d / "g.encodings"), "qdq_onnx": str(d / "g_qdq.onnx"), "compiled": [str(d / "ctx.bin")]}}
+
+    same = compare_artifacts([("a", files("a", 0.5)), ("b", files("b", 0.5))])
+    assert same.reproducible and same.first_difference is None and len(same.checked) == 3
+    diff = compare_artifacts([("a", files("c", 0.5)), ("b", files("d", 0.6))])
+    assert not diff.reproducible
+    assert diff.first_difference == (
+        "g: encodings g.encodings differs (a vs b): first difference at param_encodings['w'].scale: 0.5 vs 0.6"
+    )
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("repro-home")
+    ctx = load_context(MINI, device="cpu", home=home)
+    fp32 = export_graphs(ctx, ArtifactCache(home / "artifacts"))
+    samples = ctx.pack.samples("calibration")
+    return collect_graph_inputs(ctx.adapter, cpu_runner(fp32), samples, Progress(quiet=True), "calibration")
+
+
+@pytest.mark.slow
+def test_fresh_processes_are_byte_identical(calibration, tmp_path: Path) -> None:
+    a, b = run_workers(MINI, "cpu", calibration, tmp_path)
+    res = compare_artifacts([("process 1", a), ("process 2", b)])
+    assert res.reproducible, res.first_difference
+    assert {r["artifact"] for r in res.checked} == {"encodings", "qdq_onnx", "compiled"}
+
+
+@pytest.mark.slow
+def test_perturbed_calibration_order_is_detected(calibration, tmp_path: Path) -> None:
+    a, b = run_workers(MINI, "cpu", calibration, tmp_path, perturb_second="reverse-calibration")
+    res = compare_artifacts([("process 1", a), ("process 2", b)])
+    assert not res.reproducible
+    # AIMET's tf_enhanced histograms depend on the order batches arrive in: the encodings
+    # are the first artifact to differ, and the report names the tensor.
+    assert res.first_difference.startswith("pnet: encodings pnet.encodings differs (process 1 vs process 2)")
+    assert "first difference at" in res.first_difference
