@@ -144,6 +144,34 @@ class EvidenceRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+class AihubJobRow(Base):
+    """One Qualcomm AI Hub job (or upload) a run used, stored the moment it is submitted.
+
+    ``resume_key`` is the digest of (model digest, device, options, client version): a rerun
+    looks it up and waits on the same job instead of paying for a new one. A new table, so
+    older databases need no migration.
+    """
+
+    __tablename__ = "aihub_jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    graph: Mapped[str | None] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(16))  # compile | profile | inference | upload
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32))  # SUBMITTED, running states, SUCCESS, FAILED, TIMEOUT
+    device: Mapped[str | None] = mapped_column(String(200))
+    options_digest: Mapped[str | None] = mapped_column(String(80))
+    resume_key: Mapped[str] = mapped_column(String(80), index=True)
+    model_digest: Mapped[str | None] = mapped_column(String(80))
+    client_version: Mapped[str | None] = mapped_column(String(32))
+    reused: Mapped[int] = mapped_column(Integer, default=0)  # 1: a job an earlier run submitted
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    url: Mapped[str | None] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # ids a later step needs
+
+
 @dataclass(frozen=True)
 class Run:
     id: int
@@ -358,6 +386,56 @@ class ExperimentDB:
                 for r in rows
             ]
 
+    # -- AI Hub job ledger ----------------------------------------------------
+
+    def add_aihub_job(
+        self, *, run_id: int | None, graph: str | None, kind: str, job_id: str, status: str,
+        device: str | None, options_digest: str | None, resume_key: str, model_digest: str | None,
+        client_version: str | None, url: str | None = None, reused: bool = False,
+        result: dict[str, Any] | None = None,
+    ) -> int:
+        with Session(self.engine) as s, s.begin():
+            row = AihubJobRow(
+                run_id=run_id, graph=graph, kind=kind, job_id=job_id, status=status, device=device,
+                options_digest=options_digest, resume_key=resume_key, model_digest=model_digest,
+                client_version=client_version, url=url, reused=int(reused), created_at=utcnow(),
+                result=result,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def update_aihub_job(
+        self, job_id: str, status: str, *, failure_reason: str | None = None,
+        result: dict[str, Any] | None = None, finished: bool = False,
+    ) -> None:
+        """Set the status of every ledger row of ``job_id`` (a reused job has one per run)."""
+        with Session(self.engine) as s, s.begin():
+            for row in s.scalars(select(AihubJobRow).where(AihubJobRow.job_id == job_id)):
+                row.status = status
+                if failure_reason is not None:
+                    row.failure_reason = failure_reason
+                if result is not None:
+                    row.result = {**(row.result or {}), **result}
+                if finished and row.finished_at is None:
+                    row.finished_at = utcnow()
+
+    def find_aihub_job(self, resume_key: str, *, exclude_status: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The newest ledger row with this resume key whose status is not excluded."""
+        q = select(AihubJobRow).where(AihubJobRow.resume_key == resume_key).order_by(AihubJobRow.id.desc())
+        if exclude_status:
+            q = q.where(AihubJobRow.status.not_in(list(exclude_status)))
+        with Session(self.engine) as s:
+            row = s.scalars(q.limit(1)).first()
+            return _aihub_job(row) if row is not None else None
+
+    def aihub_jobs(self, run_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        q = select(AihubJobRow).order_by(AihubJobRow.id.desc()).limit(limit)
+        if run_id is not None:
+            q = q.where(AihubJobRow.run_id == run_id)
+        with Session(self.engine) as s:
+            return [_aihub_job(r) for r in s.scalars(q)]
+
     # -- goldens ---------------------------------------------------------------
 
     def golden(self, pipeline: str, device: str) -> int | None:
@@ -459,6 +537,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _aihub_job(row: AihubJobRow) -> dict[str, Any]:
+    return {
+        "id": row.id, "run_id": row.run_id, "graph": row.graph, "kind": row.kind, "job_id": row.job_id,
+        "status": row.status, "device": row.device, "options_digest": row.options_digest,
+        "resume_key": row.resume_key, "model_digest": row.model_digest, "client_version": row.client_version,
+        "reused": bool(row.reused), "created_at": row.created_at, "finished_at": row.finished_at,
+        "url": row.url, "failure_reason": row.failure_reason, "result": dict(row.result or {}),
+    }
 
 
 def _run(row: RunRow) -> Run:
