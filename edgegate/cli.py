@@ -221,6 +221,33 @@ def runs_show(run_id: int, fmt: str, db_url: str | None) -> None:
 
 
 @cli.command()
+@click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run id.")
+@click.option("--limit", default=50, show_default=True, help="How many jobs, newest first.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
+@_db_option
+@_handle_errors
+def jobs(run_id: int | None, limit: int, fmt: str, db_url: str | None) -> None:
+    """List Qualcomm AI Hub jobs and uploads the runs submitted or reused, newest first."""
+    from edgegate.db import ExperimentDB
+
+    rows = ExperimentDB(db_url).aihub_jobs(run_id, limit=limit)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1, default=str))
+        return
+    if not rows:
+        click.echo("no AI Hub jobs" + (f" for run {run_id}" if run_id is not None else ""))
+        return
+    for r in rows:
+        took = f" {(r['finished_at'] - r['created_at']).total_seconds():.0f}s" if r["finished_at"] else ""
+        reused = " (reused)" if r["reused"] else ""
+        click.echo(f"run {r['run_id']}  {r['kind']:<9} {r['graph'] or '-':<10} {r['job_id']:<12} {r['status']:<22}"
+                   f"{took}{reused}  {r['device'] or ''}  {r['created_at']:%Y-%m-%d %H:%M:%S}  {r['url'] or ''}")
+        if r["failure_reason"]:
+            click.echo(f"    failure: {r['failure_reason']}")
+
+
+@cli.command()
 @click.option("--baseline-run", type=int, required=True, help="Run id of the baseline.")
 @click.option("--candidate-run", type=int, required=True, help="Run id of the candidate.")
 @click.option("--threshold", default=None, metavar="T",

@@ -318,10 +318,12 @@ def compile_graphs(
     target: Any, onnx_paths: Mapping[str, Path], cache: ArtifactCache, variant: Variant
 ) -> dict[str, CompiledGraph]:
     """Step 5: compile each graph on the target; cached by (graph digest, target, runtime)."""
-    out: dict[str, CompiledGraph] = {}
     desc = target.describe()
     target_id = {k: desc.get(k) for k in ("kind", "runtime", "htp_arch", "soc_model", "performance_mode", "versions")}
-    for graph, path in onnx_paths.items():
+    if desc.get("compile_key") is not None:  # what else shapes a remote target's output (device, options)
+        target_id["compile_key"] = desc["compile_key"]
+
+    def one(graph: str, path: Path) -> CompiledGraph:
         key = {"graph": graph, "onnx": sha256_file(path), "target": target_id, "variant": variant.value,
                "fallback": getattr(target, "allow_cpu_fallback", False)}
 
@@ -339,7 +341,7 @@ def compile_graphs(
 
         entry = cache.get_or_build(f"compiled-{desc['kind']}", key, build)
         m = entry.meta
-        out[graph] = CompiledGraph(
+        return CompiledGraph(
             graph,
             entry.file(m["artifact"]),
             tuple(entry.file(f) for f in m["files"]),
@@ -349,7 +351,16 @@ def compile_graphs(
             float(m["compile_time_ms"]),
             {**m.get("details", {}), "cached": entry.hit, "cache_key": entry.key},
         )
-    return out
+
+    # Remote targets (AI Hub) compile every graph at once; host targets one after another.
+    workers = min(len(onnx_paths), int(getattr(target, "max_parallel_compiles", 1))) or 1
+    if workers == 1:
+        return {g: one(g, p) for g, p in onnx_paths.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="compile") as pool:
+        futures = {g: pool.submit(one, g, p) for g, p in onnx_paths.items()}
+        return {g: f.result() for g, f in futures.items()}
 
 
 def evaluate(
@@ -363,9 +374,14 @@ def evaluate(
     support: Sequence[Sample] = (),
 ) -> tuple[list[dict[str, np.ndarray]], list[ScoreResult]]:
     """Step 7: predictions for every sample (and the support split), then every scorer."""
-    preds = [predict_sample(adapter, s, runner) for s in progress.iterate(samples, what)]
-    if support:
+    predict_all = getattr(runner, "predict_all", None)  # batching runner (remote targets)
+    if predict_all is not None:
+        preds = predict_all(adapter, samples, progress, what)
+        support_preds = predict_all(adapter, support, progress, what + " (support)") if support else []
+    else:
+        preds = [predict_sample(adapter, s, runner) for s in progress.iterate(samples, what)]
         support_preds = [predict_sample(adapter, s, runner) for s in progress.iterate(support, what + " (support)")]
+    if support:
         results = [sc.score(preds, samples, reference, support=(support_preds, list(support))) for sc in scorers]
     else:
         results = [sc.score(preds, samples, reference) for sc in scorers]
@@ -455,6 +471,23 @@ def variant_metrics(
         for name, value in sr.metrics.items():
             m.update([_metric(name, value, Source.COMPUTED)])
     return m, summaries
+
+
+def with_placement(compiled: Mapping[str, CompiledGraph], bench: BenchmarkResult) -> dict[str, CompiledGraph]:
+    """Layer placement measured while benchmarking (AI Hub's per-layer compute units, in
+    ``bench.details["placement"]``) replaces the compile-time counts: GPU and CPU layers
+    both count as off the NPU (``cpu_nodes``)."""
+    import dataclasses
+
+    placement = bench.details.get("placement") or {}
+    out = dict(compiled)
+    for g, p in placement.items():
+        if g in out:
+            out[g] = dataclasses.replace(
+                out[g], npu_nodes=int(p.get("NPU", 0)), cpu_nodes=int(p.get("CPU", 0)) + int(p.get("GPU", 0)),
+                details={**out[g].details, "placement": dict(p)},
+            )
+    return out
 
 
 def _store_variant(db: ExperimentDB, run_id: int, metrics: Mapping[str, Measurement], bench: BenchmarkResult) -> None:
@@ -547,6 +580,9 @@ def _run_variant(
         },
     )
     status, error = "error", None
+    attach = getattr(target, "attach_run", None)
+    if attach is not None:  # remote targets record their jobs against this run (AI Hub's ledger)
+        attach(db, run_id)
     try:
         with progress.stage(f"{variant.value}: compile for {target.name}"):
             compiled = compile_graphs(target, onnx_paths, cache, variant)
@@ -556,8 +592,13 @@ def _run_variant(
                 list(compiled.values()), bench_inputs, warmup=b.warmup, repeats=b.repeats,
                 min_seconds=b.min_seconds, work_dir=ctx.home / "runs" / str(run_id),
             )
+        compiled = with_placement(compiled, bench)
         counts: dict[str, int] = {}
         runner = target_runner(target, compiled, counts=counts)
+        if hasattr(target, "run_batch"):  # one job per graph per round, not one per call
+            from edgegate.batching import LockstepRunner
+
+            runner = LockstepRunner(lambda g, fl: target.run_batch(compiled[g], fl), counts=counts)
         support_split = ctx.spec.evaluation.support_split
         preds, scores = evaluate(
             ctx.adapter, runner, eval_samples, ctx.scorers, reference, progress,
