@@ -29,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -222,13 +223,13 @@ class ExperimentDB:
         try:
             if self.url.startswith("sqlite:///"):
                 Path(self.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(self.url, future=True)
+            self.engine = create_engine(_with_driver(self.url), future=True)
         except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
             raise InputError(f"--db: cannot open database URL '{self.url}': {_one_line(exc)}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            Base.metadata.create_all(self.engine)
+            create_tables(self.engine, Base.metadata)
         except SQLAlchemyError as exc:
             raise InputError(f"--db: cannot use database '{self.url}': {exc.__class__.__name__}: {_one_line(exc)}") from exc
         self._recover_stale()
@@ -524,6 +525,23 @@ class ExperimentDB:
 def _ci(m: dict[str, Any]) -> tuple[float | None, float | None]:
     ci = m.get("ci") or m.get("ratio_ci")
     return (float(ci[0]), float(ci[1])) if ci else (None, None)
+
+
+def _with_driver(url: str) -> str:
+    """A bare postgresql:// URL means psycopg 3 (our dependency), not SQLAlchemy's psycopg2 default."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def create_tables(engine: Any, metadata: Any) -> None:
+    """create_all, safe when many processes open a fresh PostgreSQL database at once (a fleet):
+    without the lock two of them race to CREATE TABLE and one fails with DuplicateTable."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(74657)"))  # any constant shared by all callers
+        metadata.create_all(conn)
 
 
 def _one_line(exc: BaseException) -> str:
