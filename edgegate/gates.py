@@ -61,7 +61,7 @@ class _Token:
 _TOKEN_RE = re.compile(
     r"""
     (?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\[[A-Za-z0-9_.-]+\])?)
   | (?P<op><=|>=|==|!=|<|>)
   | (?P<star>\*)
     """,

@@ -6,6 +6,8 @@ name is an error with a "did you mean" hint, never a guess.
 
 from __future__ import annotations
 
+import re
+
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -92,12 +94,21 @@ def register_metric(defn: MetricDef) -> MetricDef:
     return defn
 
 
+_PER_CLASS = re.compile(r"^([a-z0-9_]+)\[([^\]]+)\]$")
+_PER_CLASS_BASES = ("precision", "recall", "f1")
+
+
 def get_metric(name: str) -> MetricDef:
     """Look a metric up by name; an unknown name raises UnknownNameError with a hint."""
     try:
         return _REGISTRY[name]
     except KeyError:
         pass
+    per_class = _PER_CLASS.match(name)
+    if per_class and per_class.group(1) in _PER_CLASS_BASES:
+        # precision[stop]: the base metric's unit and direction, for one class
+        base = _REGISTRY[per_class.group(1)]
+        return MetricDef(name, base.unit, base.direction, base.kind, f"{base.description}, class {per_class.group(2)}")
     hint = format_suggestion(name, _REGISTRY)
     if hint:
         raise UnknownNameError(f"unknown metric '{name}'{hint}")

@@ -425,6 +425,7 @@ class PipelineResult:
     evidence_path: Path | None = None
     evidence_status: str = ""  # the bundle, or why there is none
     reproducibility: dict[str, Any] | None = None  # edgegate.reproduce.ReproResult.to_dict()
+    adversarial: dict[str, Any] | None = None  # edgegate.adversarial.AdversarialResult.summary()
 
 
 def _metric(name: str, value: float, source: Source) -> tuple[str, Measurement]:
@@ -634,6 +635,10 @@ def _run_variant(
         error = exc.message if isinstance(exc, EdgeGateError) else f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        # Board targets remove their scratch files on the board and disconnect here.
+        close = getattr(target, "close", None)
+        if close is not None:
+            close()
         db.finish_run(run_id, status, error=error)
 
 
@@ -742,6 +747,11 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     if opts.verify_reproducible or spec.quantization.verify_reproducible:
         repro = _check_reproducible(ctx, db, pipeline_path, opts, calibration, quantized, qdq, candidate, progress)
 
+    # 7c. optionally: differential search for inputs FP32 and INT8 disagree on
+    adversarial = None
+    if spec.adversarial is not None:
+        adversarial = _adversarial(ctx, db, fp32, qdq, candidate, eval_samples, progress)
+
     # 8. compare with golden, gates, report
     gate_results = evaluate_gates(spec.parsed_gates(), candidate.metrics, baseline.metrics)
     if opts.strict:
@@ -764,6 +774,7 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
         started_at=started_at,
         finished_at=utc_timestamp(),
         reproducibility=repro,
+        adversarial=adversarial,
     )
     report = build_report(result)
     report_path = opts.report_path or (ctx.home / "reports" / f"{spec.name}-{candidate.run_id}.json")
@@ -807,6 +818,49 @@ def _check_reproducible(
     candidate.metrics["reproducible"] = m
     db.add_metrics(candidate.run_id, [StoredMetric("reproducible", m.value, m.unit, m.source.value)])
     return res.to_dict()
+
+
+def _adversarial(
+    ctx: RunContext, db: ExperimentDB, fp32: Mapping[str, Path], qdq: Mapping[str, Path],
+    candidate: VariantResult, eval_samples: Sequence[Sample], progress: Progress,
+) -> dict[str, Any]:
+    """Metrics adversarial_* / *_robustness on the candidate, and a PromptPack of findings."""
+    from edgegate.adversarial import AdversarialSettings, search, write_failure_pack
+
+    adv = ctx.spec.adversarial
+    if not (hasattr(ctx.adapter, "decision_margin") and hasattr(ctx.adapter, "disagree")):
+        raise InputError(
+            f"{ctx.spec.source_path}: adversarial: adapter {ctx.spec.model.adapter} has no "
+            "decision_margin/disagree, so it cannot be searched; remove the section"
+        )
+    settings = AdversarialSettings(
+        seeds=adv.seeds, epsilon=adv.epsilon, steps=adv.steps, step_size=adv.step_size,
+        transforms=tuple(adv.transforms), time_budget_s=adv.time_budget_s, seed=adv.seed,
+    )
+    modules = {g.name: load_torch_model(g) for g in ctx.graphs}
+    int8_run = target_runner(ctx.target, candidate.compiled) if adv.candidate == "target" else cpu_runner(qdq)
+    where = ctx.target.name if adv.candidate == "target" else "QDQ graphs on ONNX Runtime CPU"
+    with progress.stage(f"adversarial search: {min(adv.seeds, len(eval_samples))} seeds, INT8 on {where}"):
+        res = search(ctx.adapter, eval_samples, modules, cpu_runner(fp32), int8_run, settings)
+    new = {
+        "adversarial_disagreement_rate": res.disagreement_rate,
+        "adversarial_coverage": res.coverage,
+        "fp32_robustness": res.fp32_robustness,
+        "int8_robustness": res.int8_robustness,
+    }
+    for name, value in new.items():
+        candidate.metrics[name] = Measurement(float(value), Source.COMPUTED, get_metric(name).unit)
+    db.add_metrics(candidate.run_id, [StoredMetric(k, float(v), get_metric(k).unit, "computed") for k, v in new.items()])
+    out_dir = ctx.home / "runs" / str(candidate.run_id) / "adversarial"
+    pack = write_failure_pack(res, out_dir, name=f"{ctx.spec.name}-adversarial-{candidate.run_id}", source_pack=ctx.pack.digest)
+    if pack is not None:
+        manifest = pack / "manifest.yaml"
+        db.add_artifact(candidate.run_id, "adversarial_pack", None, manifest, sha256_file(manifest))
+    summary = res.summary()
+    summary.update({"int8_runtime": where, "findings_pack": str(pack) if pack else None,
+                    "findings": [{"seed": f.seed_id, "kind": f.kind, "detail": f.detail, "linf": f.linf}
+                                 for f in res.findings]})
+    return summary
 
 
 def candidate_cis(ctx: RunContext, run_id: int, confidence: float = 0.95) -> dict[str, tuple[float, float]]:

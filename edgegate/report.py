@@ -115,6 +115,7 @@ def build_report(result: PipelineResult) -> dict[str, Any]:
         },
         "notes": result.notes,
         "reproducibility": result.reproducibility,
+        "adversarial": result.adversarial,
     }
 
 
@@ -245,6 +246,15 @@ def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
             lines.append(f"Reproducibility: byte-identical ({n} artifact comparisons across this run and 2 fresh processes)")
         else:
             lines.append(f"Reproducibility: NOT reproducible: {repro['first_difference']}")
+    adv = report.get("adversarial")
+    if adv:
+        modes = ", ".join(f"{k}: {v}" for k, v in sorted(adv["failure_modes"].items())) or "none"
+        lines.append(
+            f"Adversarial search ({adv['seeds_tried']} seeds, {adv['inputs_tried']} inputs, INT8 on "
+            f"{adv['int8_runtime']}): disagreement {adv['disagreement_rate']:.1%}, neuron coverage "
+            f"{adv['coverage']:.1%}, robustness FP32 {adv['fp32_robustness']:.1%} / INT8 {adv['int8_robustness']:.1%}; "
+            f"failure modes: {modes}" + (f"; cases in {adv['findings_pack']}" if adv.get("findings_pack") else "")
+        )
     lines.extend(["", *_verdict_lines(report)])
     for n in report.get("notes", []):
         lines.append(f"Note: {n}")

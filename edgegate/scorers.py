@@ -416,16 +416,32 @@ class IntentScorer:
 
     def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         _check_records(self.name, per_sample)
+        labels = [r["label"] for r in per_sample]
+        predicted = [r["predicted"] for r in per_sample]
         metrics = {
             "accuracy": sum(bool(r["correct"]) for r in per_sample) / len(per_sample),
-            "macro_f1": macro_f1([r["label"] for r in per_sample], [r["predicted"] for r in per_sample]),
+            "macro_f1": macro_f1(labels, predicted),
         }
+        metrics.update(per_class_prf(labels, predicted))
         if all("ref_cosine" in r for r in per_sample):
             metrics["cosine_agreement"] = sum(float(r["ref_cosine"]) for r in per_sample) / len(per_sample)
         return metrics
 
 
 register_scorer(IntentScorer())
+
+
+def per_class_prf(labels: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    """precision[c], recall[c], f1[c] for every class c seen in labels or predictions
+    (gateable per class: ``precision[stop] >= 0.98``)."""
+    out: dict[str, float] = {}
+    for c in sorted(set(labels) | set(predicted)):
+        tp = sum(1 for y, p in zip(labels, predicted) if y == c and p == c)
+        fp = sum(1 for y, p in zip(labels, predicted) if y != c and p == c)
+        fn = sum(1 for y, p in zip(labels, predicted) if y == c and p != c)
+        precision, recall, f1 = detection_prf(tp, fp, fn)
+        out[f"precision[{c}]"], out[f"recall[{c}]"], out[f"f1[{c}]"] = precision, recall, f1
+    return out
 
 
 # --- language modeling --------------------------------------------------------------------

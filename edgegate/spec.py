@@ -262,6 +262,22 @@ def _gate_item(value: Any) -> Any:
     )
 
 
+class AdversarialSpec(_Spec):
+    """Differential FP32-vs-INT8 search (edgegate.adversarial); off when the section is absent."""
+
+    seeds: PositiveInt = 16  # PromptPack eval samples used as seeds
+    epsilon: Annotated[float, Field(gt=0.0, le=64.0)] = 8.0  # L-infinity budget, 0..255 pixel units
+    steps: NonNegativeInt = 4  # gradient steps per seed
+    step_size: Annotated[float, Field(gt=0.0)] = 3.0
+    transforms: list[Literal["brightness", "blur", "occlusion"]] = Field(
+        default_factory=lambda: ["brightness", "blur", "occlusion"]
+    )
+    time_budget_s: Annotated[float, Field(gt=0.0)] = 120.0
+    # where the INT8 side runs: its QDQ graphs on ONNX Runtime CPU (fast), or the target itself
+    candidate: Literal["qdq-cpu", "target"] = "qdq-cpu"
+    seed: NonNegativeInt = 0
+
+
 class PipelineSpec(_Spec):
     """A pipeline file. ``source_path`` is the path as given; ``base_dir`` is its
     absolute directory, against which relative paths in the file resolve."""
@@ -273,6 +289,7 @@ class PipelineSpec(_Spec):
     device: Annotated[str, Field(min_length=1)]
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     evaluation: EvaluationSpec
+    adversarial: AdversarialSpec | None = None
     gates: list[Annotated[GateSpec, BeforeValidator(_gate_item)]] = Field(default_factory=list)
 
     _source_path: Path | None = PrivateAttr(default=None)
@@ -745,23 +762,33 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
         raise _validation_error(exc, file, data, lines, PipelineSpec) from None
 
 
-def _devices_dir(devices_dir: Path | None, relative_to: Path | None) -> Path | None:
+def _devices_dirs(devices_dir: Path | None, relative_to: Path | None) -> list[Path]:
+    """Where device names are looked up, in order: an explicit directory, else
+    $EDGEGATE_DEVICES_DIR, else every ``devices/`` walking up from ``relative_to`` and then
+    from the cwd (so a fixture's own devices/ does not hide the project's)."""
     if devices_dir is not None:
         if not Path(devices_dir).is_dir():
             raise InputError(f"devices directory {devices_dir} does not exist")
-        return Path(devices_dir)
+        return [Path(devices_dir)]
     env = os.environ.get("EDGEGATE_DEVICES_DIR")
     if env:
         if not Path(env).is_dir():
             raise InputError(f"EDGEGATE_DEVICES_DIR={env} is not a directory; fix or unset it")
-        return Path(env)
+        return [Path(env)]
     starts = [Path(relative_to).absolute()] if relative_to is not None else []
     starts.append(Path.cwd())
+    found: list[Path] = []
     for start in starts:
         for d in (start, *start.parents):
-            if (d / "devices").is_dir():
-                return d / "devices"
-    return None
+            if (d / "devices").is_dir() and (d / "devices") not in found:
+                found.append(d / "devices")
+    return found
+
+
+def _devices_dir(devices_dir: Path | None, relative_to: Path | None) -> Path | None:
+    """The first directory device names are looked up in (see _devices_dirs)."""
+    dirs = _devices_dirs(devices_dir, relative_to)
+    return dirs[0] if dirs else None
 
 
 def _is_device_path(value: str) -> bool:
@@ -784,17 +811,18 @@ def _locate_device(
                 return cand, False
         where = f" (looked in {relative_to} and the current directory)" if relative_to else ""
         raise _DeviceFileMissing(value, None, f"file not found{where}")
-    ddir = _devices_dir(devices_dir, relative_to)
-    if ddir is None:
+    dirs = _devices_dirs(devices_dir, relative_to)
+    if not dirs:
         raise UnknownNameError(
             f"unknown device '{value}': no devices/ directory found; set EDGEGATE_DEVICES_DIR "
             "or give a path to a device .yaml"
         )
-    for ext in (".yaml", ".yml"):
-        cand = ddir / f"{value}{ext}"
-        if cand.is_file():
-            return cand, True
-    known = sorted({p.stem for p in ddir.iterdir() if p.suffix in (".yaml", ".yml")})
+    for ddir in dirs:
+        for ext in (".yaml", ".yml"):
+            cand = ddir / f"{value}{ext}"
+            if cand.is_file():
+                return cand, True
+    known = sorted({p.stem for d in dirs for p in d.iterdir() if p.suffix in (".yaml", ".yml")})
     hint = format_suggestion(value, known)
     raise UnknownNameError(
         f"unknown device '{value}'{hint}; known: {', '.join(known) if known else '(none)'}"

@@ -103,7 +103,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     _assert_error(
         _validate(str(path)),
         f"error: {path}:{line}: bogus: unknown field 'bogus' "
-        "(allowed: name, description, model, quantization, device, benchmark, evaluation, gates)",
+        "(allowed: name, description, model, quantization, device, benchmark, evaluation, adversarial, gates)",
     )
 
 
@@ -128,9 +128,12 @@ def test_unknown_metric_in_gate(tmp_path: Path) -> None:
 
 
 def test_unknown_device_flag() -> None:
+    known = sorted(p.stem for p in (ROOT / "devices").glob("*.yaml"))
+    close = [k for k in known if k.startswith("htp-sim")]
+    hint = " or ".join(f"'{k}'" for k in close[:3])
     err = _assert_error(
         _validate("pipelines/person_detect.yaml", "--device", "htp-sm"),
-        "error: unknown device 'htp-sm' (did you mean 'htp-sim'?); known: cpu, htp-sim",
+        f"error: unknown device 'htp-sm' (did you mean {hint}?); known: {', '.join(known)}",
     )
     assert "did you mean 'htp-sim'" in err
 

@@ -169,7 +169,7 @@ def test_unknown_key_names_line_and_allowed_fields(workdir: Path) -> None:
     text = BASE.replace("  scheme: tf_enhanced", "  scheme: tf_enhanced\n  shceme: tf")
     assert spec_error(text) == (
         "p.yaml:11: quantization.shceme: unknown field 'shceme' (allowed: engine, config, "
-        "scheme, param_bw, output_bw, calibration, bn_fold, cle, adaround, seed)"
+        "scheme, param_bw, output_bw, calibration, bn_fold, cle, adaround, seed, verify_reproducible)"
     )
 
 

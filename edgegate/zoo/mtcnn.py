@@ -442,6 +442,35 @@ class MTCNNAdapter:
         keep = nms(boxes[:, :4], boxes[:, 4], 0.7, method="min")
         return boxes[keep]
 
+    def disagree(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+        """Predictions differ: a face found by one and not paired (IoU >= 0.5) in the other."""
+        return _disagree(a, b)
+
+    def decision_margin(self, x: torch.Tensor, modules: dict[str, nn.Module]) -> torch.Tensor:
+        """Differentiable distance of the FP32 cascade from flipping a decision on image x
+        (1x3xHxW, 0..255): O-Net's face probability against its threshold on the crops
+        R-Net passes, or P-Net's best cell against its threshold when nothing gets that far."""
+        run = torch_runner(modules)
+        img = x.detach()
+        boxes = self._stage1(run, img)
+        if len(boxes):
+            boxes = self._stage2(run, img, boxes)
+        _, _, h, w = x.shape
+        if len(boxes):
+            b = np.trunc(boxes[:, :4]).astype(np.int64)
+            crops = []
+            for x1, y1, x2, y2 in b:
+                x1, y1, x2, y2 = max(int(x1), 1), max(int(y1), 1), min(int(x2), w), min(int(y2), h)
+                if y2 > y1 and x2 > x1:
+                    crops.append(_resample(x[:, :, y1 - 1 : y2, x1 - 1 : x2], (48, 48)))
+            if crops:
+                prob = modules["onet"]((torch.cat(crops, 0) - 127.5) * 0.0078125)[0][:, 1]
+                return (prob - self.thresholds[2]).abs().mean()
+        t = self.mosaic.tiles[0]
+        level = (_resample(x, (t.h, t.w)) - 127.5) * 0.0078125
+        prob = modules["pnet"](level)[0][0, 1]
+        return (prob.max() - self.thresholds[0]).abs()
+
     def predict(self, image: np.ndarray, run: GraphRunner) -> dict[str, np.ndarray]:
         """Detect faces in an HxWx3 uint8 RGB image; `run(graph, feeds)` executes a graph."""
         if image.shape[:2] != (self.image_h, self.image_w):
@@ -461,6 +490,36 @@ class MTCNNAdapter:
         }
 
 
+def torch_runner(modules: dict[str, nn.Module]) -> GraphRunner:
+    """Run the cascade's graphs as torch modules (FP32 reference, adversarial search)."""
+
+    def run(graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = modules[graph](*[torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
+        return [o.numpy() for o in out]
+
+    return run
+
+
+def _disagree(a: dict[str, np.ndarray], b: dict[str, np.ndarray], iou: float = 0.5) -> bool:
+    """Two detection sets disagree unless their boxes pair up one to one at IoU >= `iou`."""
+    from edgegate.scorers import iou_matrix
+
+    ba, bb = np.asarray(a["boxes"]).reshape(-1, 4), np.asarray(b["boxes"]).reshape(-1, 4)
+    if len(ba) != len(bb):
+        return True
+    if len(ba) == 0:
+        return False
+    m = iou_matrix(ba, bb)
+    used: set[int] = set()
+    for i in np.argsort(-m.max(axis=1)):
+        j = next((int(j) for j in np.argsort(-m[i]) if int(j) not in used and m[i, j] >= iou), None)
+        if j is None:
+            return True
+        used.add(j)
+    return False
+
+
 def mosaic_canvas_shape(image_h: int, image_w: int, min_face_size: float = 20.0) -> tuple[int, int]:
     """Convenience for writing pipeline YAML: the P-Net input (H, W) for an image size."""
     m = pyramid_mosaic(image_h, image_w, min_face_size)
@@ -477,5 +536,6 @@ __all__ = [
     "onet",
     "pyramid_mosaic",
     "mosaic_canvas_shape",
+    "torch_runner",
     "nms",
 ]
