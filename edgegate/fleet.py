@@ -1,0 +1,647 @@
+"""Nightly fleet checks: many pipelines on many devices, concurrently, with trends.
+
+``run_fleet`` does, in order:
+
+1. Load the fleet file (pydantic, ``extra="forbid"``, errors with file:line: field) and
+   expand the matrix: every pipeline x every device (by name or ``tag:<tag>``), less
+   ``exclude``. A pipeline or device file that does not load becomes error cells; the rest run.
+2. Open the ExperimentDB and the fleet tables; record the fleet run; find each cell's previous
+   night (the last earlier fleet run of the same fleet that measured the cell).
+3. Dispatch cells to the executor (local threads or Dask), at most ``concurrency`` at once and
+   never two on one device; each cell holds its device's lock while it runs.
+4. In each cell (``execute_cell``, on whichever host runs it): run the pipeline in a subprocess
+   (golden comparison and gates happen there), compare the candidate with the previous
+   night's run, and when it regressed (a gate newly failing, or a metric regressed vs the
+   previous night) run it again ``confirm_reruns`` times: confirmed -> failed / regressed,
+   not confirmed -> flaky. A timeout or error ends the cell with that status.
+5. Store every cell as it finishes, finish the fleet run, write the reports (terminal,
+   Markdown, HTML with plots, JUnit XML, JSON) and return the exit code: 1 when any cell is
+   a confirmed regression or failed its gates, else 3 when any cell errored or timed out,
+   else 0 (flaky cells are reported, not failed).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Mapping, Sequence, Union
+
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
+
+from edgegate.errors import EdgeGateError, SpecError
+from edgegate.progress import Progress
+from edgegate.spec import (
+    Name,
+    NonNegativeInt,
+    PositiveInt,
+    _devices_dirs,
+    _read_yaml,
+    _Spec,
+    _validation_error,
+    load_device,
+    load_pipeline,
+)
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "tag:"
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class CellStatus(str, Enum):
+    PASSED = "passed"
+    FAILED = "failed"  # gates failed against golden (confirmed when new)
+    REGRESSED = "regressed"  # worse than the previous night, confirmed by a rerun
+    FLAKY = "flaky"  # looked regressed, the rerun did not
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+BAD = (CellStatus.FAILED, CellStatus.REGRESSED)
+BROKEN = (CellStatus.ERROR, CellStatus.TIMEOUT)
+FAILING_GATE = ("fail", "missing")  # as gates.verdict: n/a does not fail
+
+
+# ----------------------------------------------------------------------------- the fleet file
+
+
+class ExcludeSpec(_Spec):
+    pipeline: Name | None = None
+    device: Name | None = None
+
+
+class FleetSpec(_Spec):
+    """A fleet file: the matrix, how to run it, and what counts as a regression."""
+
+    name: Name
+    description: str | None = None
+    pipelines: Annotated[list[NonEmpty], Field(min_length=1)]  # paths, relative to the fleet file
+    devices: Annotated[list[NonEmpty], Field(min_length=1)]  # names, paths or tag:<tag>
+    exclude: list[ExcludeSpec] = Field(default_factory=list)
+    devices_dir: str | None = None
+    concurrency: PositiveInt = 4
+    timeout_s: float = Field(default=3600.0, gt=0)
+    lock_timeout_s: float | None = Field(default=None, gt=0)  # default: timeout_s
+    confirm_reruns: NonNegativeInt = 1
+    history: PositiveInt = 14
+    # vs the previous night, as `edgegate compare --threshold`: 0.01, "2%", "latency=5%,default=0.01"
+    threshold: Union[float, str, None] = None
+    # metrics whose regression vs the previous night counts (default: all but load/compile time)
+    watch: list[str] | None = None
+    strict: bool = False
+    evidence: Literal["on-pass", "always", "never"] = "on-pass"
+
+    _source_path: Path | None = PrivateAttr(default=None)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        ctx = context if isinstance(context, dict) else {}
+        self._source_path = Path(ctx["source_path"]) if "source_path" in ctx else None
+        self._base_dir = Path(ctx.get("base_dir", Path.cwd()))
+        self._lines = dict(ctx.get("lines", {}))
+
+    @field_validator("pipelines")
+    @classmethod
+    def _pipelines_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        base = Path((info.context or {}).get("base_dir", Path.cwd()))
+        for item in value:
+            path = base / item
+            if not path.is_file():
+                what = "not a file" if path.exists() else "file not found"
+                raise ValueError(f"{what}: {os.path.normpath(path)} (paths are relative to the fleet file)")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_parses(cls, value: float | str | None) -> str | None:
+        from edgegate.compare import parse_threshold_option
+
+        if value is None:
+            return None
+        text = str(value)
+        try:
+            parse_threshold_option(text)
+        except EdgeGateError as exc:
+            raise ValueError(exc.message.replace("--threshold", "threshold")) from None
+        return text
+
+    @field_validator("watch")
+    @classmethod
+    def _watch_known(cls, value: list[str] | None) -> list[str] | None:
+        from edgegate.metrics import get_metric
+
+        for name in value or []:
+            try:
+                get_metric(name)
+            except EdgeGateError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def line_of(self, *field: str | int) -> int | None:
+        return self._lines.get(tuple(field))
+
+    def error(self, field_path: tuple[str | int, ...], problem: str) -> SpecError:
+        where = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in field_path).replace(".[", "[")
+        return SpecError(str(self._source_path or self.name), where, problem, self.line_of(*field_path))
+
+
+def load_fleet(path: str | Path) -> FleetSpec:
+    """Load and validate a fleet file (pipeline files must exist; paths relative to the file)."""
+    file = str(path)
+    source = Path(path)
+    data, lines = _read_yaml(source, file)
+    context = {"base_dir": source.absolute().parent, "source_path": source, "lines": lines}
+    try:
+        return FleetSpec.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise _validation_error(exc, file, data, lines, FleetSpec) from None
+
+
+# ----------------------------------------------------------------------------- the matrix
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One pipeline on one device. ``error`` set: the cell cannot run (a file did not load)."""
+
+    pipeline: str
+    pipeline_path: str
+    device: str
+    device_ref: str  # what the run loads: the device file's absolute path
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.pipeline}@{self.device}"
+
+
+def _device_files(spec: FleetSpec) -> tuple[list[Path], list[Path]]:
+    """The directories device names resolve in (first wins) and every device file in them."""
+    dirs = _devices_dirs(spec.base_dir / spec.devices_dir if spec.devices_dir else None, spec.base_dir)
+    files: dict[str, Path] = {}
+    for d in dirs:
+        for p in sorted(d.iterdir()):
+            if p.suffix in (".yaml", ".yml") and p.is_file():
+                files.setdefault(p.stem, p)
+    return dirs, list(files.values())
+
+
+def _select_devices(spec: FleetSpec, notes: list[str]) -> list[tuple[str, str, str | None]]:
+    """(name, file, load error) of every selected device, in order, without repeats."""
+    dirs, files = _device_files(spec)
+    selected: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+    loaded: dict[Path, Any] = {}
+    for i, selector in enumerate(spec.devices):
+        if selector.startswith(TAG_PREFIX):
+            tag = selector[len(TAG_PREFIX):]
+            if not dirs:
+                raise spec.error(("devices", i), f"'{selector}': no devices/ directory found; set devices_dir")
+            matched = 0
+            for f in files:
+                if f not in loaded:
+                    try:
+                        loaded[f] = load_device(f.stem, devices_dir=f.parent)
+                    except EdgeGateError as exc:
+                        loaded[f] = None
+                        notes.append(f"{f}: skipped while matching tags: {exc.message}")
+                dev = loaded[f]
+                if dev is not None and tag in dev.tags:
+                    matched += 1
+                    selected.setdefault(dev.name, (str(f.absolute()), None))
+            if not matched:
+                tags = sorted({t for d in loaded.values() if d is not None for t in d.tags})
+                where = ", ".join(str(d) for d in dirs)
+                raise spec.error(("devices", i), f"tag '{tag}' matches no device in {where} (tags: {', '.join(tags)})")
+            continue
+        try:
+            dev = load_device(selector, devices_dir=dirs[0] if spec.devices_dir else None,
+                              relative_to=spec.base_dir)
+        except SpecError as exc:  # the device file exists but is invalid: its cells report it
+            name = Path(selector).stem
+            selected.setdefault(name, (selector, exc.message))
+            continue
+        except EdgeGateError as exc:  # unknown name / missing file: the fleet file is wrong
+            raise spec.error(("devices", i), exc.message) from None
+        path = dev.source_path if dev.source_path is not None else Path(selector)
+        selected.setdefault(dev.name, (str(Path(path).absolute()), None))
+    return [(name, ref, err) for name, (ref, err) in selected.items()]
+
+
+def expand_matrix(spec: FleetSpec) -> tuple[list[Cell], list[str]]:
+    """Every (pipeline, device) cell, interleaved by device, and notes about what was skipped."""
+    notes: list[str] = []
+    devices = _select_devices(spec, notes)
+    pipelines: list[tuple[str, str, str | None]] = []
+    for rel in spec.pipelines:
+        path = str((spec.base_dir / rel).resolve())
+        try:
+            pipelines.append((load_pipeline(path).name, path, None))
+        except EdgeGateError as exc:
+            pipelines.append((Path(rel).stem, path, exc.message))
+    cells = []
+    for pname, ppath, perr in pipelines:
+        for dname, dref, derr in devices:
+            if any((x.pipeline in (None, pname)) and (x.device in (None, dname)) for x in spec.exclude):
+                continue
+            cells.append(Cell(pname, ppath, dname, dref, perr or derr))
+    by_device: OrderedDict[str, list[Cell]] = OrderedDict()
+    for c in cells:
+        by_device.setdefault(c.device, []).append(c)
+    interleaved = []
+    while any(by_device.values()):
+        for queue in by_device.values():
+            if queue:
+                interleaved.append(queue.pop(0))
+    return interleaved, notes
+
+
+# ----------------------------------------------------------------------------- one cell
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything a worker needs to run one cell (picklable, paths absolute)."""
+
+    fleet: str
+    cell_id: str
+    pipeline: str
+    pipeline_path: str
+    device: str
+    device_ref: str
+    db_url: str
+    home: str
+    out_dir: str
+    lock_dir: str
+    evidence: str
+    evidence_dir: str
+    strict: bool
+    timeout_s: float
+    lock_timeout_s: float
+    confirm_reruns: int
+    previous_run_id: int | None = None
+    previous_passed: bool | None = None  # did the previous night pass its gates
+    threshold: str | None = None
+    watch: tuple[str, ...] | None = None
+
+
+@dataclass
+class AttemptResult:
+    attempt: int
+    status: Literal["completed", "error", "timeout"]
+    passed: bool | None = None
+    baseline_run_id: int | None = None
+    candidate_run_id: int | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    report_path: str | None = None
+    evidence_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    log_path: str | None = None
+    vs_previous: dict[str, Any] | None = None
+    signal: str | None = None  # why this attempt looks like a regression
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttemptResult:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+CellRunner = Callable[[CellTask, int], AttemptResult]
+
+
+@dataclass
+class CellResult:
+    cell: str
+    pipeline: str
+    device: str
+    status: CellStatus
+    reason: str
+    attempts: list[AttemptResult] = field(default_factory=list)
+    previous_run_id: int | None = None
+    wall_s: float = 0.0
+    lock_wait_s: float = 0.0
+    worker: str = ""
+
+    @property
+    def final(self) -> AttemptResult | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = self.status.value
+        return d
+
+
+def _compare_previous(task: CellTask, a: AttemptResult) -> dict[str, Any] | None:
+    """The attempt's candidate vs the previous night's (stored as a comparison)."""
+    if task.previous_run_id is None or a.candidate_run_id is None:
+        return None
+    from edgegate.compare import parse_threshold_option
+    from edgegate.db import ExperimentDB
+    from edgegate.regression import compare_runs
+
+    base = {"previous_run_id": task.previous_run_id}
+    try:
+        res = compare_runs(
+            ExperimentDB(task.db_url), task.previous_run_id, a.candidate_run_id,
+            threshold=parse_threshold_option(task.threshold), name=f"fleet {task.fleet}: {task.cell_id} #{a.attempt}",
+        )
+    except EdgeGateError as exc:
+        return {**base, "verdict": "not compared", "error": exc.message, "regressed": []}
+    regressed = [n for n, m in res["metrics"].items() if m["status"] == "regressed"]
+    counted = [n for n in regressed if (n in task.watch if task.watch is not None else _watched_by_default(n))]
+    keep = ("baseline", "candidate", "delta", "relative", "status", "significant", "p_value")
+    return {
+        **base, "comparison_id": res.get("comparison_id"),
+        "verdict": "regressed" if counted else ("improved" if res["verdict"] == "improved" else "neutral"),
+        "regressed": counted, "ignored": [n for n in regressed if n not in counted],
+        "metrics": {n: {k: m.get(k) for k in keep} for n, m in res["metrics"].items()},
+    }
+
+
+def _watched_by_default(metric: str) -> bool:
+    """Load and compile time are one measurement per run, with no samples to test: on a shared
+    host they swing by tens of percent night to night, so they count only when watched."""
+    from edgegate.metrics import MetricKind, get_metric
+
+    return get_metric(metric).kind is not MetricKind.TIME
+
+
+def _signal(task: CellTask, a: AttemptResult) -> str | None:
+    reasons = []
+    if a.passed is False and task.previous_passed is not False:
+        reasons.append("gates failed: " + _failed_gates(a))
+    if a.vs_previous and a.vs_previous.get("regressed"):
+        reasons.append(f"regressed vs run {task.previous_run_id}: {', '.join(a.vs_previous['regressed'])}")
+    return "; ".join(reasons) or None
+
+
+def _attempt(task: CellTask, runner: CellRunner, n: int) -> AttemptResult:
+    try:
+        a = runner(task, n)
+    except EdgeGateError as exc:
+        return AttemptResult(n, "error", error=exc.message)
+    except Exception as exc:  # a runner bug is this cell's error, not the fleet's
+        log.exception("cell %s attempt %d", task.cell_id, n)
+        return AttemptResult(n, "error", error=f"{type(exc).__name__}: {exc}")
+    if a.status == "completed":
+        a.vs_previous = _compare_previous(task, a)
+        a.signal = _signal(task, a)
+    return a
+
+
+def execute_cell(task: CellTask, runner: CellRunner) -> CellResult:
+    """Run one cell to a final status (step 4 of the module docstring); never raises."""
+    from edgegate.fleet_exec import device_lock
+
+    t0 = time.monotonic()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    result = CellResult(task.cell_id, task.pipeline, task.device, CellStatus.ERROR, "",
+                        previous_run_id=task.previous_run_id, worker=worker)
+    try:
+        with device_lock(task.lock_dir, task.device, timeout_s=task.lock_timeout_s,
+                         holder=f"fleet {task.fleet} {task.cell_id}") as waited:
+            result.lock_wait_s = waited
+            _run_attempts(task, runner, result)
+    except EdgeGateError as exc:
+        result.status, result.reason = CellStatus.ERROR, exc.message
+    except Exception as exc:
+        log.exception("cell %s", task.cell_id)
+        result.status, result.reason = CellStatus.ERROR, f"{type(exc).__name__}: {exc}"
+    result.wall_s = time.monotonic() - t0
+    return result
+
+
+def _broken(a: AttemptResult) -> CellStatus:
+    return CellStatus.TIMEOUT if a.status == "timeout" else CellStatus.ERROR
+
+
+def _run_attempts(task: CellTask, runner: CellRunner, result: CellResult) -> None:
+    first = _attempt(task, runner, 1)
+    result.attempts.append(first)
+    if first.status != "completed":
+        result.status, result.reason = _broken(first), first.error or first.status
+        return
+    if first.signal is None:
+        if first.passed:
+            result.status, result.reason = CellStatus.PASSED, _clean_reason(first)
+        else:
+            result.status = CellStatus.FAILED
+            result.reason = "gates failed (as on the previous night): " + _failed_gates(first)
+        return
+    for n in range(2, task.confirm_reruns + 2):
+        again = _attempt(task, runner, n)
+        result.attempts.append(again)
+        if again.status != "completed":
+            result.status = _broken(again)
+            result.reason = f"attempt 1: {first.signal}; confirmation attempt {n}: {again.error or again.status}"
+            return
+        if again.signal is None:
+            result.status = CellStatus.FLAKY
+            result.reason = f"attempt 1: {first.signal}; attempt {n} did not repeat it"
+            return
+    last = result.attempts[-1]
+    confirmed = f" (confirmed by {len(result.attempts) - 1} rerun{'s' if len(result.attempts) > 2 else ''})"
+    result.status = CellStatus.FAILED if last.passed is False else CellStatus.REGRESSED
+    result.reason = (last.signal or "") + (confirmed if len(result.attempts) > 1 else " (not rerun: confirm_reruns 0)")
+
+
+def _failed_gates(a: AttemptResult) -> str:
+    return ", ".join(g["expr"] for g in a.gates if g.get("status") in FAILING_GATE) or "?"
+
+
+def _clean_reason(a: AttemptResult) -> str:
+    vp = a.vs_previous
+    if vp is None:
+        return "gates pass; no previous night to compare"
+    if vp.get("error"):
+        return f"gates pass; previous night not compared: {vp['error']}"
+    ignored = f" (regressed, not watched: {', '.join(vp['ignored'])})" if vp.get("ignored") else ""
+    return f"gates pass; vs run {vp['previous_run_id']}: {vp['verdict']}{ignored}"
+
+
+# ----------------------------------------------------------------------------- the fleet
+
+
+@dataclass
+class FleetOptions:
+    executor: str | Any = "local"  # "local", "dask://HOST:PORT", or an executor object
+    concurrency: int | None = None  # default: the fleet file's
+    out_dir: Path | None = None  # default: <home>/fleet/<name>/<fleet run id>
+    db_url: str | None = None
+    home: Path | None = None
+    runner: CellRunner | None = None  # default: SubprocessRunner (python -m edgegate.fleet_cell)
+    progress: Progress = field(default_factory=lambda: Progress(quiet=True))
+    write_reports: bool = True
+
+
+@dataclass
+class FleetResult:
+    name: str
+    fleet_run_id: int
+    spec_path: str | None
+    executor: str
+    cells: list[CellResult]
+    exit_code: int
+    started_at: str
+    finished_at: str
+    wall_s: float
+    history: int
+    db_url: str
+    out_dir: Path
+    notes: list[str] = field(default_factory=list)
+    reports: dict[str, Path] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in CellStatus}
+        for c in self.cells:
+            out[c.status.value] += 1
+        return out
+
+
+def fleet_exit_code(cells: Sequence[CellResult]) -> int:
+    statuses = {c.status for c in cells}
+    if statuses & set(BAD):
+        return 1
+    if statuses & set(BROKEN):
+        return 3
+    return 0
+
+
+def _absolute_db_url(url: str) -> str:
+    """Cells run in other processes (maybe another cwd): a relative SQLite path is made absolute."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+        return prefix + str(Path(url[len(prefix):]).absolute())
+    return url
+
+
+def run_fleet(fleet: str | Path | FleetSpec, options: FleetOptions | None = None) -> FleetResult:
+    """Run every cell of a fleet (steps in the module docstring) and return the result."""
+    from edgegate.db import ExperimentDB, default_url
+    from edgegate.evidence import utc_timestamp
+    from edgegate.fleet_exec import LocalExecutor, SubprocessRunner, executor_for
+    from edgegate.fleet_store import FleetStore
+
+    opts = options or FleetOptions()
+    progress = opts.progress
+    t0, started_at = time.monotonic(), utc_timestamp()
+    # 1. the fleet file and the matrix
+    spec = fleet if isinstance(fleet, FleetSpec) else load_fleet(fleet)
+    cells, notes = expand_matrix(spec)
+    concurrency = opts.concurrency or spec.concurrency
+    home = Path(opts.home or os.environ.get("EDGEGATE_HOME", ".edgegate")).absolute()
+    db_url = _absolute_db_url(opts.db_url or default_url())
+
+    # 2. database, fleet run row, previous nights
+    db = ExperimentDB(db_url)
+    store = FleetStore(db)
+    executor = executor_for(opts.executor, concurrency) if isinstance(opts.executor, str) else opts.executor
+    fleet_run_id = store.start(spec.name, str(spec.source_path) if spec.source_path else None, executor.name)
+    out_dir = Path(opts.out_dir or home / "fleet" / spec.name / str(fleet_run_id)).absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if db.engine.dialect.name == "sqlite" and not isinstance(executor, LocalExecutor):
+        notes.append(f"{db_url} is a SQLite file: Dask workers on other hosts cannot reach it; use PostgreSQL")
+    runner = opts.runner or SubprocessRunner()
+    progress.info(f"fleet {spec.name} (run {fleet_run_id}): {len(cells)} cells on {executor.name}, "
+                  f"up to {concurrency} at once; reports in {out_dir}")
+
+    results: dict[str, CellResult] = {}
+    tasks: list[tuple[Cell, CellTask]] = []
+    for cell in cells:
+        if cell.error is not None:
+            results[cell.id] = CellResult(cell.id, cell.pipeline, cell.device, CellStatus.ERROR, cell.error)
+            continue
+        prev = store.previous(spec.name, cell.pipeline, cell.device, fleet_run_id)
+        prev_run = db.get_run(prev.candidate_run_id) if prev and prev.candidate_run_id else None
+        tasks.append((cell, CellTask(
+            fleet=spec.name, cell_id=cell.id, pipeline=cell.pipeline, pipeline_path=cell.pipeline_path,
+            device=cell.device, device_ref=cell.device_ref, db_url=db_url, home=str(home), out_dir=str(out_dir),
+            lock_dir=str(home / "locks"), evidence=spec.evidence, evidence_dir=str(out_dir / "evidence"),
+            strict=spec.strict, timeout_s=spec.timeout_s, lock_timeout_s=spec.lock_timeout_s or spec.timeout_s,
+            confirm_reruns=spec.confirm_reruns, previous_run_id=prev_run.id if prev_run else None,
+            previous_passed=None if prev_run is None else prev_run.status == "passed",
+            threshold=spec.threshold, watch=tuple(spec.watch) if spec.watch is not None else None,
+        )))
+    for r in results.values():
+        store.add_cell(fleet_run_id, spec.name, r.to_dict())
+        progress.info(f"{r.cell}: error: {r.reason}")
+
+    # 3-4. dispatch; 5. store each cell as it finishes
+    try:
+        for r in _dispatch(tasks, executor, runner, concurrency):
+            results[r.cell] = r
+            store.add_cell(fleet_run_id, spec.name, r.to_dict())
+            progress.info(f"{r.cell}: {r.status.value} ({r.wall_s:.1f} s, {len(r.attempts)} attempt(s)): {r.reason}")
+    except BaseException:
+        store.finish(fleet_run_id, "aborted", None, {"cells": len(results)})
+        raise
+    finally:
+        if isinstance(opts.executor, str):
+            executor.close()
+    ordered = [results[c.id] for c in cells]
+    exit_code = fleet_exit_code(ordered)
+    result = FleetResult(
+        name=spec.name, fleet_run_id=fleet_run_id, spec_path=str(spec.source_path) if spec.source_path else None,
+        executor=executor.name, cells=ordered, exit_code=exit_code, started_at=started_at,
+        finished_at=utc_timestamp(), wall_s=time.monotonic() - t0, history=spec.history, db_url=db_url,
+        out_dir=out_dir, notes=notes,
+    )
+    store.finish(fleet_run_id, "done", exit_code, {"counts": result.counts(), "wall_s": result.wall_s})
+    if opts.write_reports:
+        from edgegate.fleet_report import build_fleet_report, write_fleet_reports
+
+        result.reports = write_fleet_reports(build_fleet_report(result, db), out_dir)
+    return result
+
+
+def _dispatch(tasks: Sequence[tuple[Cell, CellTask]], executor: Any, runner: CellRunner,
+              concurrency: int) -> Any:
+    """Yield CellResults as cells finish: at most ``concurrency`` running, one per device."""
+    pending = list(tasks)
+    running: dict[cf.Future[Any], tuple[Cell, CellTask]] = {}
+    busy: set[str] = set()
+    while pending or running:
+        for item in list(pending):
+            if len(running) >= concurrency:
+                break
+            cell, task = item
+            if cell.device in busy:
+                continue
+            pending.remove(item)
+            why_not = executor.can_run(cell.device)
+            if why_not is not None:
+                yield CellResult(cell.id, cell.pipeline, cell.device, CellStatus.ERROR, why_not,
+                                 previous_run_id=task.previous_run_id)
+                continue
+            busy.add(cell.device)
+            key = f"edgegate-{task.fleet}-{cell.id}-{uuid.uuid4().hex[:8]}"
+            running[executor.submit(execute_cell, task, runner, device=cell.device, key=key)] = item
+        if not running:
+            continue
+        done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            cell, task = running.pop(fut)
+            busy.discard(cell.device)
+            try:
+                yield fut.result()
+            except Exception as exc:  # the executor lost the task (e.g. a Dask worker died)
+                yield CellResult(cell.id, cell.pipeline, cell.device, CellStatus.ERROR,
+                                 f"executor: {type(exc).__name__}: {exc}", previous_run_id=task.previous_run_id)
