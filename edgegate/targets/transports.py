@@ -215,6 +215,7 @@ class SshTransport(_RetryingTransport):
     def _connect(self) -> None:
         import paramiko
 
+        self._disconnect()  # a dropped connection's client and SFTP session are stale
         client = paramiko.SSHClient()
         if self.known_hosts is not None:
             client.load_host_keys(str(self.known_hosts))
