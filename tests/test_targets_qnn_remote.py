@@ -31,6 +31,7 @@ from edgegate.targets.qnn_remote import QnnRemoteTarget
 from edgegate.targets.qnn_runner import BoardLayout, netrun_argv, parse_memory
 
 ROOT = Path(__file__).resolve().parents[1]
+slow = pytest.mark.slow  # a board (sshd or adb server) and qnn-net-run processes
 X = np.array([[0.013, 0.5], [1.0, 2.0]], np.float32)
 
 
@@ -101,6 +102,7 @@ def _when_running(work: Path, tag: str, action) -> threading.Thread:
 # ----------------------------------------------------------------------------- happy paths
 
 
+@slow
 def test_ssh_board_outputs_benchmark_memory_and_cleanup(sshd, compiled, tmp_path: Path) -> None:
     c, expected = compiled
     sdk, work = _board(tmp_path)
@@ -133,6 +135,7 @@ def test_ssh_board_outputs_benchmark_memory_and_cleanup(sshd, compiled, tmp_path
     assert "VmHWM" in (kept / "round_0" / "mem.log").read_text()
 
 
+@slow
 def test_adb_board_runs_the_same_runner(compiled, tmp_path: Path) -> None:
     c, expected = compiled
     sdk, work = _board(tmp_path)
@@ -161,6 +164,7 @@ def test_adb_board_runs_the_same_runner(compiled, tmp_path: Path) -> None:
     assert target.describe()["connection"] == f"adb {adb.serial}@127.0.0.1:{adb.port}"
 
 
+@slow
 def test_push_runtime_and_host_viewer_from_host_sdk(sshd, compiled, tmp_path: Path) -> None:
     c, expected = compiled
     host_sdk = install_fake_sdk(tmp_path / "host-sdk")  # x86_64-linux-clang: qnn-net-run + viewer
@@ -181,6 +185,7 @@ def test_push_runtime_and_host_viewer_from_host_sdk(sshd, compiled, tmp_path: Pa
 # ----------------------------------------------------------------------------- faults
 
 
+@slow
 def test_dropped_connection_mid_run_reconnects_and_completes(sshd, compiled, tmp_path: Path) -> None:
     c, _ = compiled
     sdk, work = _board(tmp_path, sleep_s=1.0)
@@ -196,6 +201,7 @@ def test_dropped_connection_mid_run_reconnects_and_completes(sshd, compiled, tmp
     assert list(work.iterdir()) == []
 
 
+@slow
 def test_board_gone_mid_run_fails_with_reason_and_keeps_partial_results(compiled, tmp_path: Path) -> None:
     c, _ = compiled
     server = start_sshd(tmp_path / "sshd")  # this test takes the server down for good
@@ -217,6 +223,7 @@ def test_board_gone_mid_run_fails_with_reason_and_keeps_partial_results(compiled
     assert len(partial["graphs"]["g"]) == 2 and partial["graphs"]["g"][0]["netrun_avg_ms"] > 0
 
 
+@slow
 def test_command_timeout_stops_qnn_net_run_and_removes_scratch(sshd, compiled, tmp_path: Path) -> None:
     c, _ = compiled
     sdk, work = _board(tmp_path, sleep_s=60)
@@ -234,6 +241,7 @@ def test_command_timeout_stops_qnn_net_run_and_removes_scratch(sshd, compiled, t
             pass
 
 
+@slow
 def test_qnn_net_run_failure_reports_its_stderr(sshd, compiled, tmp_path: Path) -> None:
     c, _ = compiled
     sdk, work = _board(tmp_path, fail="Failed to create context from binary")
@@ -246,6 +254,7 @@ def test_qnn_net_run_failure_reports_its_stderr(sshd, compiled, tmp_path: Path) 
     assert list(work.iterdir()) == []
 
 
+@slow
 def test_missing_qnn_net_run_on_the_board(sshd, compiled, tmp_path: Path) -> None:
     c, _ = compiled
     _, work = _board(tmp_path)

@@ -20,6 +20,7 @@ from edgegate.targets.transports import (
     TransportError,
 )
 
+pytestmark = pytest.mark.slow  # real servers on loopback
 TRICKY = ["printf", "%s|", "two words", "it's", "$HOME", "a;b", "*"]
 
 

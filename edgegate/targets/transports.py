@@ -273,6 +273,7 @@ class SshTransport(_RetryingTransport):
             chan.exec_command(line)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
+            idle = 0.002
             while True:
                 busy = False
                 while chan.recv_ready():
@@ -290,8 +291,11 @@ class SshTransport(_RetryingTransport):
                 if time.monotonic() > deadline:
                     chan.close()
                     raise CommandTimeout(f"{self.description}: '{_short(line)}' did not finish within {timeout:g} s")
-                if not busy:
-                    time.sleep(0.005)
+                if busy:
+                    idle = 0.002
+                else:  # back off while the board works (a wait can last seconds)
+                    time.sleep(idle)
+                    idle = min(idle * 2, 0.05)
             rc = chan.recv_exit_status()
             chan.close()
         except (OSError, EOFError, paramiko.SSHException) as exc:
