@@ -89,7 +89,7 @@ class _Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, s, d = x.shape
-        dh = d // HEADS
+        dh = HIDDEN // HEADS  # a constant, not from the traced shape
         q = self.query(x).reshape(b, s, HEADS, dh).transpose(1, 2)
         k = self.key(x).reshape(b, s, HEADS, dh).permute(0, 2, 3, 1)
         v = self.value(x).reshape(b, s, HEADS, dh).transpose(1, 2)
