@@ -363,7 +363,7 @@ def fleet() -> None:
 @_handle_errors
 def fleet_run(fleet_file: str, executor: str, concurrency: int | None, out_dir: Path | None, db_url: str | None,
               summary_out: Path | None, quiet: bool) -> None:
-    """Run every cell of FLEET; exit 1 on a confirmed regression or failed gates, 3 on errors only."""
+    """Run every cell of FLEET; exit 1 on a confirmed regression or newly failing gates, 3 on errors only."""
     from edgegate.fleet import FleetOptions, run_fleet
     from edgegate.fleet_report import render_fleet_markdown
     from edgegate.progress import Progress

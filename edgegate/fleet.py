@@ -16,8 +16,9 @@
    not confirmed -> flaky. A timeout or error ends the cell with that status.
 5. Store every cell as it finishes, finish the fleet run, write the reports (terminal,
    Markdown, HTML with plots, JUnit XML, JSON) and return the exit code: 1 when any cell is
-   a confirmed regression or failed its gates, else 3 when any cell errored or timed out,
-   else 0 (flaky cells are reported, not failed).
+   a confirmed regression or newly fails its gates (a cell failing exactly as on the previous
+   night is reported, and fails the job only with ``known_failures_fail``), else 3 when any
+   cell errored or timed out, else 0 (flaky cells are reported, not failed).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class FleetSpec(_Spec):
     watch: list[str] | None = None
     strict: bool = False
     evidence: Literal["on-pass", "always", "never"] = "on-pass"
+    # a cell failing its gates exactly as on the previous night is reported; exit 1 for it too?
+    known_failures_fail: bool = False
 
     _source_path: Path | None = PrivateAttr(default=None)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -338,6 +341,7 @@ class CellResult:
     wall_s: float = 0.0
     lock_wait_s: float = 0.0
     worker: str = ""
+    known_failure: bool = False  # failed its gates the same way on the previous night
 
     @property
     def final(self) -> AttemptResult | None:
@@ -443,7 +447,7 @@ def _run_attempts(task: CellTask, runner: CellRunner, result: CellResult) -> Non
         if first.passed:
             result.status, result.reason = CellStatus.PASSED, _clean_reason(first)
         else:
-            result.status = CellStatus.FAILED
+            result.status, result.known_failure = CellStatus.FAILED, True
             result.reason = "gates failed (as on the previous night): " + _failed_gates(first)
         return
     for n in range(2, task.confirm_reruns + 2):
@@ -516,11 +520,12 @@ class FleetResult:
         return out
 
 
-def fleet_exit_code(cells: Sequence[CellResult]) -> int:
-    statuses = {c.status for c in cells}
-    if statuses & set(BAD):
+def fleet_exit_code(cells: Sequence[CellResult], known_failures_fail: bool = False) -> int:
+    """1: a confirmed regression or newly failing gates (known failures too when asked);
+    3: no such cell but some cell errored or timed out; 0 otherwise."""
+    if any(c.status in BAD and (known_failures_fail or not c.known_failure) for c in cells):
         return 1
-    if statuses & set(BROKEN):
+    if any(c.status in BROKEN for c in cells):
         return 3
     return 0
 
@@ -590,14 +595,15 @@ def run_fleet(fleet: str | Path | FleetSpec, options: FleetOptions | None = None
             results[r.cell] = r
             store.add_cell(fleet_run_id, spec.name, r.to_dict())
             progress.info(f"{r.cell}: {r.status.value} ({r.wall_s:.1f} s, {len(r.attempts)} attempt(s)): {r.reason}")
-    except BaseException:
+    except BaseException:  # SIGTERM / Ctrl-C: no cell process outlives the fleet
+        executor.abort()
         store.finish(fleet_run_id, "aborted", None, {"cells": len(results)})
         raise
     finally:
         if isinstance(opts.executor, str):
             executor.close()
     ordered = [results[c.id] for c in cells]
-    exit_code = fleet_exit_code(ordered)
+    exit_code = fleet_exit_code(ordered, spec.known_failures_fail)
     result = FleetResult(
         name=spec.name, fleet_run_id=fleet_run_id, spec_path=str(spec.source_path) if spec.source_path else None,
         executor=executor.name, cells=ordered, exit_code=exit_code, started_at=started_at,

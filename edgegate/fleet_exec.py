@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 10.0
+# Cell processes started by this process: a fleet that is itself stopped ends them too.
+_LIVE: set[subprocess.Popen[Any]] = set()
+_LIVE_LOCK = threading.Lock()
+_ABORTED = threading.Event()  # set by abort_running: start no new cell process
 
 
 class DeviceBusy(TargetError):
@@ -166,9 +171,13 @@ class SubprocessRunner:
         if task.strict:
             argv.append("--strict")
         t0 = time.monotonic()
+        if _ABORTED.is_set():
+            return AttemptResult(attempt, "error", error="the fleet was stopped before this attempt started")
         with open(log_path, "wb") as logf:
             proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env={**os.environ, **(self.env or {})})
+            with _LIVE_LOCK:
+                _LIVE.add(proc)
             try:
                 rc = proc.wait(timeout=task.timeout_s)
             except subprocess.TimeoutExpired:
@@ -178,6 +187,9 @@ class SubprocessRunner:
             except BaseException:
                 kill_tree(proc, grace_s=2.0)
                 raise
+            finally:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
         wall = time.monotonic() - t0
         if not result_path.is_file():
             tail = _tail(log_path)
@@ -198,12 +210,26 @@ def _tail(path: Path, lines: int = 3) -> str:
 # ----------------------------------------------------------------------------- executors
 
 
+def abort_running(grace_s: float = 5.0) -> int:
+    """End every cell process this process started (the fleet itself was stopped)."""
+    _ABORTED.set()
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    threads = [threading.Thread(target=kill_tree, args=(p, grace_s)) for p in procs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(procs)
+
+
 class LocalExecutor:
     """Cells on this host: one thread per running cell (each waits on its subprocess)."""
 
     name = "local"
 
     def __init__(self, concurrency: int) -> None:
+        _ABORTED.clear()
         self._pool = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="edgegate-cell")
 
     def can_run(self, device: str) -> str | None:
@@ -211,6 +237,10 @@ class LocalExecutor:
 
     def submit(self, fn: Callable[..., Any], *args: Any, device: str, key: str) -> cf.Future[Any]:
         return self._pool.submit(fn, *args)
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        abort_running()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -233,6 +263,7 @@ class DaskExecutor:
         except (OSError, TimeoutError) as exc:
             raise InputError(f"--executor: cannot reach the Dask scheduler at {address}: {exc}") from None
         self._owns_client = not isinstance(address, Client)
+        self._submitted: list[Any] = []
 
     def worker_resources(self) -> dict[str, dict[str, float]]:
         workers = self.client.scheduler_info(n_workers=-1)["workers"]
@@ -262,7 +293,13 @@ class DaskExecutor:
 
         fut.add_done_callback(transfer)
         done.dask_future = fut  # type: ignore[attr-defined]  # keeps the task alive until collected
+        self._submitted.append(fut)
         return done
+
+    def abort(self) -> None:
+        # A task already running on a worker finishes (its cell's own timeout still holds);
+        # queued ones are dropped.
+        self.client.cancel([f for f in self._submitted if not f.done()])
 
     def close(self) -> None:
         if self._owns_client:

@@ -137,7 +137,7 @@ def _redact(url: str) -> str:
 
 def _verdict_line(report: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in report["counts"].items() if n)
-    verdict = {0: "PASS", 1: "FAIL (confirmed regression or failed gates)", 3: "ERROR (cells did not finish)"}
+    verdict = {0: "PASS", 1: "FAIL (confirmed regression or newly failing gates)", 3: "ERROR (cells did not finish)"}
     return f"Fleet verdict: {verdict.get(report['exit_code'], report['exit_code'])} — {counts or 'no cells'}"
 
 

@@ -10,7 +10,8 @@ attempt to a file, to check that no board ever ran two cells at once.
 
 Run as a script it is a stand-in for ``python -m edgegate.fleet_cell`` (same arguments):
 a pipeline file whose name contains ``hang`` starts a child ``sleep`` (pid written next to
-the result) and sleeps; ``crash`` exits without a result; anything else writes an ok run.
+the result) and sleeps; ``crash`` exits without a result; anything else sleeps
+$EDGEGATE_FAKE_CELL_SLEEP seconds (a device's time, simulated) and writes an ok run.
 """
 
 from __future__ import annotations
@@ -128,7 +129,11 @@ def _stub_main(argv: list[str]) -> int:
         return 0
     if "crash" in Path(pipeline).name:
         os._exit(70)
-    data = write_fake_run(args["--db"], Path(pipeline).stem, Path(args["--device"]).stem, "ok", 1)
+    time.sleep(float(os.environ.get("EDGEGATE_FAKE_CELL_SLEEP", "0")))  # the device's time, simulated
+    import re
+
+    name = re.search(r"^name:\s*(\S+)", Path(pipeline).read_text(), re.M).group(1)  # cheaper than load_pipeline
+    data = write_fake_run(args["--db"], name, Path(args["--device"]).stem, "ok", _seed(pipeline, args["--device"], time.time()))
     result.write_text(json.dumps(data))
     return 0
 
