@@ -360,7 +360,13 @@ def compile_graphs(
 
     with ThreadPoolExecutor(workers, thread_name_prefix="compile") as pool:
         futures = {g: pool.submit(one, g, p) for g, p in onnx_paths.items()}
-        return {g: f.result() for g, f in futures.items()}
+        try:
+            return {g: f.result() for g, f in futures.items()}
+        except BaseException:
+            cancel = getattr(target, "cancel", None)  # Ctrl-C, SIGTERM or a failed graph: stop waiting
+            if cancel is not None:
+                cancel()
+            raise
 
 
 def evaluate(

@@ -46,7 +46,11 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
-    rng = np.random.RandomState(0)
+    return _tiny(tmp_path / "tiny.onnx", 0)
+
+
+def _tiny(path: Path, seed: int) -> Path:
+    rng = np.random.RandomState(seed)
     w = numpy_helper.from_array(rng.randn(4, 3, 3, 3).astype(np.float32), "conv.weight")
     g = helper.make_graph(
         [helper.make_node("Conv", ["x", "conv.weight"], ["c"], pads=[1, 1, 1, 1], name="conv"),
@@ -56,7 +60,6 @@ def tiny(tmp_path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
         [w],
     )
-    path = tmp_path / "tiny.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -318,3 +321,22 @@ def test_jobs_command_lists_the_ledger(fake: FakeAihub, tiny: Path, db: Experime
     assert res.exit_code == 0 and res.output.strip() == "no AI Hub jobs for run 999"
     data = json.loads(CliRunner().invoke(cli, ["jobs", "--db", db.url, "--format", "json"]).output)
     assert {d["kind"] for d in data} == {"compile", "upload"}
+
+
+def test_one_failed_graph_stops_the_other_waits(fake: FakeAihub, tiny: Path, db: ExperimentDB, tmp_path: Path) -> None:
+    import time
+
+    from edgegate.artifacts import ArtifactCache
+    from edgegate.pipeline import compile_graphs
+    from edgegate.targets.base import Variant
+
+    fake.behave("compile", match="edgegate a", fail="op not supported")
+    fake.behave("compile", match="edgegate b", never_finish=True)
+    t = _target(db, job_timeout_s=60)
+    t0 = time.monotonic()
+    with pytest.raises(CompileError, match="op not supported"):
+        # two different models: the same model twice would be one job (same resume key)
+        compile_graphs(t, {"a": tiny, "b": _tiny(tmp_path / "b.onnx", 1)}, ArtifactCache(tmp_path / "c"), Variant.FP32)
+    assert time.monotonic() - t0 < 10  # not job_timeout_s: the wait on 'b' ended at its next poll
+    assert {j["graph"]: j["status"] for j in db.aihub_jobs() if j["kind"] == "compile"} == {
+        "a": "FAILED", "b": "OPTIMIZING_MODEL"}  # 'b' stays in the ledger for a rerun

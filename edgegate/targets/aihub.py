@@ -129,6 +129,20 @@ class AihubTarget:
         self._db, self._run_id = db, run_id
         if self._hub is not None:
             self._hub.ledger.db, self._hub.ledger.run_id = db, run_id
+            self._hub.stopping.clear()
+
+    def cancel(self) -> None:
+        """Stop waiting (threads leave at their next poll); submitted jobs stay in the ledger.
+        The next operation started from the caller's thread (benchmark, run_batch, a compile
+        on the main thread, the next run) waits again."""
+        if self._hub is not None:
+            self._hub.stopping.set()
+
+    def _begin(self) -> Any:
+        """The session, no longer stopping: an operation started from the caller's thread."""
+        hub = self.hub
+        hub.stopping.clear()
+        return hub
 
     def device(self) -> Any:
         """The AI Hub device, resolved with get_devices(); unknown names list the closest ones."""
@@ -253,7 +267,9 @@ class AihubTarget:
     def compile(self, graph: str, onnx_path: Path, out_dir: Path) -> CompiledGraph:
         """One compile job for the device; the downloaded target model is the artifact."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        hub, device = self.hub, self.device()
+        # compile_graphs runs compiles in worker threads and cancels them together
+        hub = self._begin() if threading.current_thread() is threading.main_thread() else self.hub
+        device = self.device()
         options = self._compile_options()
         inputs, outputs = _onnx_io(onnx_path)
         t0 = time.perf_counter()
@@ -353,8 +369,13 @@ class AihubTarget:
     ) -> BenchmarkResult:
         """Profile every graph on the device at once; AI Hub's profiler picks the iterations
         (``--max_profiler_iterations`` in profile_options), so warmup/repeats do not apply."""
+        self._begin()
         with ThreadPoolExecutor(max(1, len(compiled)), thread_name_prefix="aihub-profile") as pool:
-            results = list(pool.map(lambda c: self._profile(c, work_dir), compiled))
+            try:
+                results = list(pool.map(lambda c: self._profile(c, work_dir), compiled))
+            except BaseException:
+                self.cancel()  # Ctrl-C or a failed graph: the other waits end at their next poll
+                raise
         return profile_result(self.device().name, compiled, results)
 
     # -- inference -------------------------------------------------------------------
@@ -380,7 +401,7 @@ class AihubTarget:
         """One inference job on the device for a batch of feeds; outputs in the same order."""
         if not feeds_list:
             return []
-        hub, device = self.hub, self.device()
+        hub, device = self._begin(), self.device()
         names = list(compiled.details.get("inputs") or feeds_list[0].keys())
         data = {n: [np.ascontiguousarray(f[n]) for f in feeds_list] for n in names}
         data_digest = _digest_arrays(data)

@@ -184,6 +184,9 @@ class HubSession:
         self.ledger = Ledger()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Set when the run is being torn down (Ctrl-C, SIGTERM, another graph's failure): waits
+        # in worker threads stop at their next poll; the jobs stay in the ledger for a rerun.
+        self.stopping = threading.Event()
 
     @property
     def config(self) -> Any:
@@ -301,7 +304,11 @@ class HubSession:
                     f"{self.job_timeout_s:g} s (job_timeout_s in the device file); rerun to keep waiting "
                     f"on the same job ({job.url})"
                 )
-            time.sleep(self.poll_interval_s)
+            if self.stopping.wait(self.poll_interval_s):
+                raise TargetError(
+                    f"{self.name}: stopped waiting on AI Hub {kind} job {job.job_id} ({status.code}); "
+                    f"a rerun waits on the same job ({job.url})"
+                )
 
     # -- files -------------------------------------------------------------------
 
