@@ -88,6 +88,9 @@ class TinyLMConfig:
     n_heads: int = 4
     d_ff: int = 512
     mask_value: float = -30.0
+    # tanh GELU: exported at opset 17 (8-bit activations) it is Tanh/Mul/Add, which the HTP
+    # runs; the exact GELU becomes Erf there, which QNN's HTP backend rejects.
+    gelu: str = "tanh"
 
 
 class _Block(nn.Module):
@@ -105,7 +108,7 @@ class _Block(nn.Module):
         self.o = nn.Linear(d, d)
         self.ln2 = nn.LayerNorm(d)
         self.fc1 = nn.Linear(d, cfg.d_ff)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate=cfg.gelu)
         self.fc2 = nn.Linear(cfg.d_ff, d)
 
     def forward(self, x: torch.Tensor, causal_bias: torch.Tensor) -> torch.Tensor:
