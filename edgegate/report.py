@@ -34,7 +34,14 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("precision", "Precision"),
     ("recall", "Recall"),
     ("f1", "F1"),
-    ("accuracy", "Accuracy (person present)"),
+    ("accuracy", "Accuracy"),
+    ("macro_f1", "Macro F1"),
+    ("cosine_agreement", "Cosine agreement with FP32"),
+    ("loss", "Loss"),
+    ("perplexity", "Perplexity"),
+    ("next_token_accuracy", "Next-token accuracy"),
+    ("reproducible", "Reproducible"),
+    ("adversarial_disagreement_rate", "Adversarial disagreement"),
     ("baseline_agreement", "Agreement with FP32"),
     ("npu_fraction", "NPU placement"),
 )
@@ -140,6 +147,8 @@ def _fmt_value(name: str, m: dict[str, Any] | None) -> str:
     unit = m.get("unit") or ""
     if name == "npu_fraction":
         return f"{v * 100:.0f}%"
+    if unit == "bool":
+        return "yes" if v else "no"
     if unit == "ratio":
         return f"{v:.3f}"
     if unit in ("ms", "MB", "KB"):

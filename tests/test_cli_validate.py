@@ -80,7 +80,7 @@ def test_validate_person_detect_ok() -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("ok: person_detect: 3 graph(s) (pnet, rnet, onet), device htp-sim (qnn-emulator, ")
-    assert lines[0].endswith(", 6 gate(s)")
+    assert lines[0].endswith(", 10 gate(s)")
 
 
 def test_validate_copy_with_absolute_pack_ok(tmp_path: Path) -> None:
