@@ -1,7 +1,7 @@
 """Wall time of one pipeline on 8 AI Hub devices at once vs on one device, against the fake
 AI Hub (tests/fakes/aihub_server.py) with fixed per-job delays.
 
-    python bench/aihub_parallel.py [--devices 8] [--compile-s 5] [--profile-s 5] [--inference-s 2]
+    python bench/aihub_parallel.py [--devices 8] [--compile-s 15] [--profile-s 15] [--inference-s 5]
 
 AI Hub's farm runs jobs in parallel, so N devices should cost about the wall time of one,
 not N times it: the ratio printed is wall(N at once) / wall(1). Each run is the real CLI in
@@ -64,9 +64,9 @@ def run(name: str, devices_dir: Path, env: dict[str, str], db: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", type=int, default=8)
-    ap.add_argument("--compile-s", type=float, default=5.0)
-    ap.add_argument("--profile-s", type=float, default=5.0)
-    ap.add_argument("--inference-s", type=float, default=2.0)
+    ap.add_argument("--compile-s", type=float, default=15.0)
+    ap.add_argument("--profile-s", type=float, default=15.0)
+    ap.add_argument("--inference-s", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "aihub_parallel.json")
     args = ap.parse_args()
 

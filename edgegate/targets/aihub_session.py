@@ -178,7 +178,9 @@ class HubSession:
         config, self.config_source = load_client_config()
         self.secrets = (config.api_token,)
         for name_ in _CLIENT_LOGGERS:
-            logging.getLogger(name_).addFilter(_RedactFilter(self.secrets))
+            logger = logging.getLogger(name_)
+            if not any(isinstance(f, _RedactFilter) and f.secrets == self.secrets for f in logger.filters):
+                logger.addFilter(_RedactFilter(self.secrets))
         self.client = qai_hub.Client(config=config)
         self.client_version = client_version()
         self.ledger = Ledger()
