@@ -26,7 +26,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +101,7 @@ def bench_fleet(args: argparse.Namespace) -> dict:
             for dev in sorted({f"hub-{i:02d}" for i in range(min(args.devices, len(HUB_DEVICES)))}):
                 _run(tmp, f"warm-up-{dev}", 1, runner, 1800, only=dev)
             return _compare(tmp, runner, args, {"job_delay_s": args.job_delay, "devices": args.devices,
-                                                "jobs_submitted": len(fake.submissions)})
+                                                "jobs_submitted_incl_warm_up": len(fake.submissions)})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -117,11 +116,28 @@ def _compare(tmp: Path, runner: SubprocessRunner, args: argparse.Namespace, extr
     return out
 
 
+def _writes(url: str, runs: int) -> dict:
+    """concurrent_writes, then every row counted back: 'lost' is what the writers wrote and
+    the database does not hold."""
+    from sqlalchemy import create_engine, func, select
+
+    from edgegate.db import LatencySampleRow, MetricRow, RunRow, _with_driver
+
+    r = concurrent_writes(url, 8, runs, 50)
+    engine = create_engine(_with_driver(url))
+    with engine.connect() as conn:
+        held = {k: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for k, t in (("runs", RunRow), ("metrics", MetricRow), ("latency_samples", LatencySampleRow))}
+    engine.dispose()
+    r["lost"] = sum(r[k] - held[k] for k in held)
+    return r
+
+
 def bench_db(args: argparse.Namespace) -> dict:
     out = {}
     tmp = Path(tempfile.mkdtemp(prefix="edgegate-db-bench-"))
     try:
-        out["sqlite"] = concurrent_writes(f"sqlite:///{tmp / 'eg.db'}", 8, args.runs, 50)
+        out["sqlite"] = _writes(f"sqlite:///{tmp / 'eg.db'}", args.runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -134,7 +150,8 @@ def bench_db(args: argparse.Namespace) -> dict:
         out["postgresql"] = {"skipped": str(exc)}
     else:
         try:
-            out["postgresql"] = concurrent_writes(server.database("bench"), 8, args.runs, 50)
+            out["postgresql"] = _writes(server.database("bench"), args.runs)
+            out["postgresql"]["server"] = "throwaway test cluster (fsync=off, synchronous_commit=off): optimistic"
         finally:
             server.stop()
     for name, r in out.items():
@@ -144,7 +161,7 @@ def bench_db(args: argparse.Namespace) -> dict:
         r.update({k: round(v, 1) for k, v in r.items() if isinstance(v, float)})
         print(f"db writes, {name}, 8 concurrent workers: {r['transactions_per_s']:.0f} transactions/s, "
               f"{r['rows_per_s']:.0f} rows/s ({r['runs']} runs, {r['latency_samples']} latency samples, "
-              f"0 lost, {r['wall_s']:.1f} s)", flush=True)
+              f"{r['lost']} lost, {r['wall_s']:.1f} s)", flush=True)
     return out
 
 
@@ -157,13 +174,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--runs", type=int, default=25, help="db: runs per writer")
     parser.add_argument("--skip-db", action="store_true")
+    parser.add_argument("--skip-fleet", action="store_true")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results["host"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                       "loadavg_at_start": list(os.getloadavg())}
-    results[f"fleet_{args.cells}"] = bench_fleet(args)
+    host = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    if not args.skip_fleet:
+        load = list(os.getloadavg())
+        results[f"fleet_{args.cells}"] = {**bench_fleet(args), "host": {**host, "loadavg_at_start": load}}
     if not args.skip_db:
-        results["db_writes_8_workers"] = bench_db(args)
+        load = list(os.getloadavg())
+        results["db_writes_8_workers"] = {**bench_db(args), "host": {**host, "loadavg_at_start": load}}
+    results.pop("host", None)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")

@@ -257,11 +257,11 @@ class DaskExecutor:
             raise InputError(
                 "--executor dask://...: dask.distributed is not installed; pip install 'edgegate[fleet]'"
             ) from None
-        self.name = f"dask {address}"
         try:
             self.client = address if isinstance(address, Client) else Client(address, timeout="20s")
         except (OSError, TimeoutError) as exc:
             raise InputError(f"--executor: cannot reach the Dask scheduler at {address}: {exc}") from None
+        self.name = f"dask {self.client.scheduler.address}"
         self._owns_client = not isinstance(address, Client)
         self._submitted: list[Any] = []
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 from fakes.db_writers import GRAPHS, METRICS, concurrent_writes
 from fakes.fleet_cells import ScriptedRunner
 from fakes.postgres import postgres_server  # noqa: F401  (a fixture)
