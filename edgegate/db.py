@@ -207,7 +207,7 @@ def default_url() -> str:
     return f"sqlite:///{Path(DEFAULT_DB_DIR) / 'edgegate.db'}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -317,7 +317,7 @@ class ExperimentDB:
         host = socket.gethostname()
         with Session(self.engine) as s, s.begin():
             for row in s.scalars(select(RunRow).where(RunRow.status == "running", RunRow.host == host)):
-                if row.pid != os.getpid() and not _pid_alive(row.pid):
+                if row.pid != os.getpid() and not pid_alive(row.pid):
                     row.status = "aborted"
                     row.ended_at = row.ended_at or utcnow()
                     row.error = row.error or "process exited without finishing the run"

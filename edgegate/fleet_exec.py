@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from edgegate.db import pid_alive
 from edgegate.errors import InputError, TargetError
 
 if TYPE_CHECKING:
@@ -130,12 +131,8 @@ def kill_tree(proc: subprocess.Popen[Any], grace_s: float = KILL_GRACE_S) -> Non
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # a zombie is dead for our purposes
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:

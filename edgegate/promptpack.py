@@ -30,13 +30,13 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgegate.artifacts import sha256_file
 from edgegate.errors import InputError, PackIntegrityError, SpecError, UnknownNameError
 from edgegate.scorers import scorer_names, unknown_scorer_message
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.yaml"
-_HASH_CHUNK = 1 << 20
 
 
 class Modality(str, Enum):
@@ -165,14 +165,6 @@ class Sample:
             )
         with Image.open(self.image_path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class PromptPack:

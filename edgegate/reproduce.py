@@ -12,7 +12,6 @@ model's path, so EdgeGate compiles from the model's bytes (targets/local.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from edgegate.artifacts import sha256_file
 from edgegate.errors import TargetError
 
 ARTIFACT_ORDER = ("encodings", "qdq_onnx", "compiled")
@@ -37,10 +37,6 @@ class ReproResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"reproducible": self.reproducible, "first_difference": self.first_difference, "checked": self.checked}
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- worker
@@ -189,7 +185,7 @@ def compare_artifacts(sets: Sequence[tuple[str, Mapping[str, Any]]]) -> ReproRes
                 other_files = other[graph][kind] if kind == "compiled" else [other[graph][kind]]
                 for fa, fb in zip(ref_files, other_files):
                     pa, pb = Path(fa), Path(fb)
-                    sa, sb = _sha(pa), _sha(pb)
+                    sa, sb = sha256_file(pa), sha256_file(pb)
                     row = {"graph": graph, "artifact": kind, "file": pa.name, "compared": f"{ref_label} vs {label}",
                            "sha256": [sa, sb], "equal": sa == sb}
                     result.checked.append(row)

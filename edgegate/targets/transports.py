@@ -22,6 +22,7 @@ import shlex
 import socket
 import stat
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar
@@ -86,7 +87,7 @@ def command_line(command: Sequence[str] | str) -> str:
     return command if isinstance(command, str) else shlex.join(command)
 
 
-class _RetryingTransport:
+class _RetryingTransport(ABC):
     """Connect lazily; on a dropped connection reconnect (bounded) and retry the operation."""
 
     description = "board"
@@ -99,9 +100,14 @@ class _RetryingTransport:
         self._opened = False
 
     # subclasses: _connect() opens or raises (_Dropped for retryable), _disconnect() forgets
-    def _connect(self) -> None: raise NotImplementedError
-    def _disconnect(self) -> None: raise NotImplementedError
-    def _connected(self) -> bool: raise NotImplementedError
+    @abstractmethod
+    def _connect(self) -> None: ...
+
+    @abstractmethod
+    def _disconnect(self) -> None: ...
+
+    @abstractmethod
+    def _connected(self) -> bool: ...
 
     def connect(self) -> None:
         self._with_reconnect("connect", lambda: None)
@@ -150,9 +156,14 @@ class _RetryingTransport:
         Path(local).parent.mkdir(parents=True, exist_ok=True)
         self._with_reconnect(f"pull of {remote}", lambda: self._pull(remote, Path(local)))
 
-    def _exec(self, line: str, timeout: float) -> ExecResult: raise NotImplementedError
-    def _push(self, local: Path, remote: str) -> None: raise NotImplementedError
-    def _pull(self, remote: str, local: Path) -> None: raise NotImplementedError
+    @abstractmethod
+    def _exec(self, line: str, timeout: float) -> ExecResult: ...
+
+    @abstractmethod
+    def _push(self, local: Path, remote: str) -> None: ...
+
+    @abstractmethod
+    def _pull(self, remote: str, local: Path) -> None: ...
 
     def close(self) -> None:
         self._disconnect()
