@@ -669,9 +669,9 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     started_at = utc_timestamp()
     # 1. load and check everything (the signing key too: say now, not after the run, if none)
     signing = prepare_signing(opts.evidence, opts.signing_key)
-    if signing.problem:
-        progress.info(signing.problem)
     ctx = load_context(pipeline_path, device=opts.device, home=opts.home)
+    if signing.problem:  # after the inputs check out, so a bad input stays a single error line
+        progress.info(signing.problem)
     db = ExperimentDB(opts.db_url)
     cache = ArtifactCache(ctx.home / "artifacts")
     invocation = uuid.uuid4().hex
