@@ -256,22 +256,34 @@ def jobs(run_id: int | None, limit: int, fmt: str, db_url: str | None) -> None:
               help="Output format.")
 @click.option("--name", default=None, help="A name stored with the comparison.")
 @click.option("--allow-pack-drift", is_flag=True, help="Compare runs scored on different PromptPack digests.")
+@click.option("--rebench", is_flag=True,
+              help="Time both runs' compiled graphs again, interleaved on their target, and compare latency on "
+                   "those paired measurements (stored samples from different times include machine drift).")
+@click.option("--processes", type=click.IntRange(1, 1000), default=None,
+              help="With --rebench: benchmark processes per side (default: the pipeline default).")
 @_db_option
 @_handle_errors
 def compare(baseline_run: int, candidate_run: int, threshold: str | None, fmt: str, name: str | None,
-            allow_pack_drift: bool, db_url: str | None) -> None:
+            allow_pack_drift: bool, rebench: bool, processes: int | None, db_url: str | None) -> None:
     """Compare two stored runs (deltas, CIs, significance); store the comparison.
 
     Exit code 1 when a metric regressed, 0 otherwise.
     """
     from edgegate.compare import parse_threshold_option
     from edgegate.db import ExperimentDB
-    from edgegate.regression import compare_runs
+    from edgegate.regression import Rebench, compare_runs
     from edgegate.report import render_comparison
+    from edgegate.spec import BenchmarkSpec
 
+    if processes is not None and not rebench:
+        raise InputError("--processes: only used with --rebench")
+    again = None
+    if rebench:
+        d = BenchmarkSpec()
+        again = Rebench(processes=processes or d.processes, repeats=d.repeats, warmup=d.warmup)
     result = compare_runs(
         ExperimentDB(db_url), baseline_run, candidate_run, threshold=parse_threshold_option(threshold),
-        allow_pack_drift=allow_pack_drift, name=name,
+        allow_pack_drift=allow_pack_drift, name=name, rebench=again,
     )
     click.echo(render_comparison(result, fmt))
     sys.exit(EXIT_GATE_FAILED if result["verdict"] == "regressed" else EXIT_OK)

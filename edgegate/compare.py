@@ -5,10 +5,15 @@
 the metric's direction from the registry. With raw evidence it also answers "is this
 real?":
 
-* timing metrics (latency, memory, time) with latency samples: Mann-Whitney U on the
-  samples and a bootstrap CI of the ratio of (summed) medians; a timing change is
-  ``regressed`` / ``improved`` only when it is beyond the threshold AND significant
-  (p < alpha and the ratio CI excludes 1), otherwise ``neutral`` with ``significant: false``;
+* latency with raw samples: a latency change is ``regressed`` / ``improved`` only when it is
+  beyond the threshold AND significant (p < alpha and the ratio's CI excludes 1), otherwise
+  ``neutral`` with ``significant: false``. Samples from one benchmark process agree more
+  closely than two processes do, so with >= 3 processes a side the test is on process-level
+  values (each process's sum over graphs of per-graph medians): Mann-Whitney U, or Wilcoxon
+  signed-rank when the sides were benchmarked interleaved (paired by process), with a
+  bootstrap CI of the Hodges-Lehmann ratio. With fewer processes it falls back to the
+  samples (Mann-Whitney U + bootstrap CI of the ratio of summed medians) and says the
+  result is optimistic;
 * quality metrics with paired per-sample records: a paired bootstrap CI of the delta
   (and McNemar's exact test on per-sample correctness where there is one); a change whose
   CI contains 0 is marked not significant (``~`` in reports, as asv prints it), its status
@@ -26,7 +31,14 @@ import numpy as np
 
 from edgegate.errors import InputError
 from edgegate.metrics import Direction, MetricKind, get_metric
-from edgegate.stats import mann_whitney_u, mcnemar_exact, paired_bootstrap, sum_of_medians_ratio_ci
+from edgegate.stats import (
+    mann_whitney_u,
+    mcnemar_exact,
+    paired_bootstrap,
+    process_ratio_test,
+    process_values,
+    sum_of_medians_ratio_ci,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +46,10 @@ ThresholdValue = float | int | str
 Threshold = ThresholdValue | Mapping[str, ThresholdValue]
 
 ALPHA = 0.05
+# Latency: two-sided, on process-level values; with the 2% threshold this keeps A/A false
+# alarms <= 1% (bench/aa_false_alarm.py).
+LATENCY_ALPHA = 0.01
+MIN_PROCESSES = 3  # per side, for the process-level test
 # Used when no threshold is given: timing figures move a little run to run, so a change
 # must be a few percent before it is a regression (and significant: see module docstring).
 DEFAULT_THRESHOLDS: dict[str, ThresholdValue] = {
@@ -112,6 +128,12 @@ class Evidence:
     # graph -> samples (ms), for each side; used for every timing metric
     baseline_latency: Mapping[str, Sequence[float]] = field(default_factory=dict)
     candidate_latency: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    # graph -> the benchmark process of each sample (aligned with the samples above)
+    baseline_latency_process: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    candidate_latency_process: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    # both sides were benchmarked interleaved (targets.base.benchmark_interleaved): process i
+    # of the baseline ran right next to process i of the candidate
+    latency_paired: bool = False
     # paired per-sample records (same samples, same order) + how to aggregate a subset
     baseline_records: Sequence[Mapping[str, Any]] = ()
     candidate_records: Sequence[Mapping[str, Any]] = ()
@@ -131,18 +153,37 @@ def _latency_stats(ev: Evidence) -> dict[str, Any] | None:
     graphs = sorted(set(ev.baseline_latency) & set(ev.candidate_latency))
     if not graphs:
         return None
-    ratio, lo, hi = sum_of_medians_ratio_ci(
-        ev.baseline_latency, ev.candidate_latency, n_resamples=2000, seed=ev.seed
-    )
-    pvals = {g: mann_whitney_u(ev.baseline_latency[g], ev.candidate_latency[g])[1] for g in graphs}
+    base = {g: ev.baseline_latency[g] for g in graphs}
+    cand = {g: ev.candidate_latency[g] for g in graphs}
+    bp = process_values(base, ev.baseline_latency_process)
+    cp = process_values(cand, ev.candidate_latency_process)
+    if len(bp) >= MIN_PROCESSES and len(cp) >= MIN_PROCESSES:
+        # Run-to-run variance lives between processes: test process-level values.
+        paired = ev.latency_paired and sorted(bp) == sorted(cp)
+        keys = sorted(bp) if paired else None
+        r = process_ratio_test(
+            [bp[k] for k in keys] if keys else list(bp.values()),
+            [cp[k] for k in keys] if keys else list(cp.values()),
+            paired=paired, seed=ev.seed,
+        )
+        return {
+            "test": r.test, "unit": "process", "processes": [len(bp), len(cp)],
+            "ratio": r.ratio, "ratio_ci": [r.lo, r.hi], "p_value": r.p_value,
+            "significant": r.p_value < LATENCY_ALPHA and not (r.lo <= 1.0 <= r.hi),
+        }
+    ratio, lo, hi = sum_of_medians_ratio_ci(base, cand, n_resamples=2000, seed=ev.seed)
+    pvals = {g: mann_whitney_u(base[g], cand[g])[1] for g in graphs}
     p = min(pvals.values())
     return {
         "test": "mann-whitney-u + bootstrap ratio of medians",
+        "unit": "sample",
+        "note": f"fewer than {MIN_PROCESSES} benchmark processes per side: samples from one process "
+                "agree more closely than runs do, so this significance is optimistic",
         "ratio": ratio,
         "ratio_ci": [lo, hi],
         "p_value": p,
         "p_values": pvals,
-        "significant": p < ALPHA and not (lo <= 1.0 <= hi),
+        "significant": p < LATENCY_ALPHA and not (lo <= 1.0 <= hi),
     }
 
 
@@ -214,7 +255,8 @@ def compare_metrics(
                 out[name] = entry
                 continue
         if defn.kind is MetricKind.LATENCY and lat is not None:
-            entry.update({k: lat[k] for k in ("test", "ratio", "ratio_ci", "p_value", "significant")})
+            entry.update({k: lat[k] for k in ("test", "unit", "processes", "note", "ratio", "ratio_ci", "p_value",
+                                              "significant") if k in lat})
             if status != "neutral" and not lat["significant"]:
                 status = "neutral"
         elif name in qual:

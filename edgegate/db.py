@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     select,
     text,
 )
@@ -86,6 +87,13 @@ class LatencySampleRow(Base):
     idx: Mapped[int] = mapped_column(Integer)
     value_ms: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(32))
+    # which benchmark process took the sample (NULL: unknown, e.g. rows from before processes)
+    process: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+# Columns added after a table first shipped: create_all never alters an existing table, so
+# databases made by an older EdgeGate get them here (nullable, so old rows stay valid).
+_ADDED_COLUMNS = (("latency_samples", "process", "INTEGER"),)
 
 
 class ArtifactRow(Base):
@@ -336,11 +344,19 @@ class ExperimentDB:
             rows = s.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.id))
             return {r.name: StoredMetric(r.name, r.value, r.unit, r.source) for r in rows}
 
-    def add_latency_samples(self, run_id: int, graph: str, samples_ms: Sequence[float], source: str) -> None:
+    def add_latency_samples(
+        self, run_id: int, graph: str, samples_ms: Sequence[float], source: str,
+        processes: Sequence[int] | None = None,
+    ) -> None:
+        """Store one graph's samples; `processes` (aligned) says which benchmark process took each."""
+        if processes is not None and len(processes) != len(samples_ms):
+            raise ValueError(f"add_latency_samples: {len(processes)} process ids for {len(samples_ms)} samples")
+        procs = list(processes) if processes else [None] * len(samples_ms)
         with Session(self.engine) as s, s.begin():
             s.add_all(
-                LatencySampleRow(run_id=run_id, graph=graph, idx=i, value_ms=float(v), source=source)
-                for i, v in enumerate(samples_ms)
+                LatencySampleRow(run_id=run_id, graph=graph, idx=i, value_ms=float(v), source=source,
+                                 process=None if p is None else int(p))
+                for i, (v, p) in enumerate(zip(samples_ms, procs))
             )
 
     def latency_samples(self, run_id: int) -> dict[str, list[float]]:
@@ -352,6 +368,18 @@ class ExperimentDB:
             for r in s.scalars(q):
                 out.setdefault(r.graph, []).append(r.value_ms)
         return out
+
+    def latency_processes(self, run_id: int) -> dict[str, list[int]]:
+        """graph -> the benchmark process of each sample (aligned with latency_samples), for
+        graphs whose every sample has one; runs stored without process ids give {}."""
+        out: dict[str, list[int | None]] = {}
+        with Session(self.engine) as s:
+            q = select(LatencySampleRow.graph, LatencySampleRow.process).where(
+                LatencySampleRow.run_id == run_id
+            ).order_by(LatencySampleRow.graph, LatencySampleRow.idx)
+            for graph, proc in s.execute(q):
+                out.setdefault(graph, []).append(proc)
+        return {g: [int(p) for p in ps] for g, ps in out.items() if ps and all(p is not None for p in ps)}
 
     def add_artifact(self, run_id: int, kind: str, graph: str | None, path: Path, sha256: str) -> None:
         with Session(self.engine) as s, s.begin():
@@ -542,6 +570,14 @@ def create_tables(engine: Any, metadata: Any) -> None:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(74657)"))  # any constant shared by all callers
         metadata.create_all(conn)
+        have = inspect(conn)
+        for table, column, sql_type in _ADDED_COLUMNS:
+            if column not in {c["name"] for c in have.get_columns(table)}:
+                try:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+                except SQLAlchemyError as exc:  # SQLite: another process added it first
+                    if "duplicate column" not in str(exc).lower():
+                        raise
 
 
 def _one_line(exc: BaseException) -> str:

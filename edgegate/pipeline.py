@@ -10,7 +10,7 @@
 4. Quantize the candidate with AIMET, calibrated on the pack's calibration split through
    the FP32 cascade (cached by input digests).
 5. Compile the INT8 graphs for the target (cached).
-6. Benchmark: warmup + timed repeats of every graph, in a fresh worker process.
+6. Benchmark: warmup + timed repeats of every graph, in each of `processes` fresh worker processes.
 7. Infer + score the eval split through the compiled graphs.
 8. Compare with golden, evaluate the gates, write the JSON report.
 9. Evidence: sign an in-toto statement of the run (DSSE, Ed25519) when ``evidence`` says so;
@@ -500,7 +500,7 @@ def with_placement(compiled: Mapping[str, CompiledGraph], bench: BenchmarkResult
 def _store_variant(db: ExperimentDB, run_id: int, metrics: Mapping[str, Measurement], bench: BenchmarkResult) -> None:
     db.add_metrics(run_id, [StoredMetric(k, v.value, v.unit, v.source.value) for k, v in metrics.items()])
     for t in bench.timings:
-        db.add_latency_samples(run_id, t.graph, t.samples_ms, bench.source.value)
+        db.add_latency_samples(run_id, t.graph, t.samples_ms, bench.source.value, t.process_ids or None)
 
 
 def _predictions_json(samples: Sequence[Sample], preds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -594,10 +594,11 @@ def _run_variant(
         with progress.stage(f"{variant.value}: compile for {target.name}"):
             compiled = compile_graphs(target, onnx_paths, cache, variant)
         b = ctx.spec.benchmark
-        with progress.stage(f"{variant.value}: benchmark ({b.warmup} warmup + {b.repeats} repeats per graph)"):
+        with progress.stage(f"{variant.value}: benchmark ({b.warmup} warmup + {b.repeats} repeats per graph, "
+                            f"{b.processes} process{'es' if b.processes > 1 else ''})"):
             bench = target.benchmark(
                 list(compiled.values()), bench_inputs, warmup=b.warmup, repeats=b.repeats,
-                min_seconds=b.min_seconds, work_dir=ctx.home / "runs" / str(run_id),
+                min_seconds=b.min_seconds, work_dir=ctx.home / "runs" / str(run_id), processes=b.processes,
             )
         compiled = with_placement(compiled, bench)
         counts: dict[str, int] = {}
@@ -616,6 +617,12 @@ def _run_variant(
         _store_variant(db, run_id, metrics, bench)
         run_dir = ctx.home / "runs" / str(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
+        # what the benchmark fed each graph: `edgegate compare --rebench` times the run again on it
+        feed_files = []
+        for c in compiled.values():
+            path = run_dir / f"bench_inputs_{c.graph}.npz"
+            np.savez(path, **{k: np.asarray(v) for k, v in bench_inputs[c.graph].items()})
+            feed_files.append(("bench_inputs", c.graph, path))
         pred_path = run_dir / "predictions.json"
         pred_path.write_text(json.dumps(_predictions_json(eval_samples, preds)))
         per_sample = run_dir / "per_sample.json"
@@ -625,6 +632,7 @@ def _run_variant(
         for kind, graph, path in [
             *extra_artifacts,
             *[("compiled", c.graph, f) for c in compiled.values() for f in c.files],
+            *feed_files,
             ("predictions", None, pred_path),
             ("per_sample_scores", None, per_sample),
         ]:

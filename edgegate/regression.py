@@ -255,6 +255,97 @@ def _per_sample_records(db: ExperimentDB, run_id: int) -> dict[str, list[dict[st
     return data if isinstance(data, dict) else None
 
 
+@dataclass(frozen=True)
+class Rebench:
+    """Time both runs' compiled graphs again, interleaved, on their target (``--rebench``)."""
+
+    processes: int = 20  # BenchmarkSpec's defaults
+    repeats: int = 50
+    warmup: int = 5
+    work_dir: Path | None = None
+
+
+def _bench_setup(db: ExperimentDB, run: Any) -> tuple[Any, list[CompiledGraph], dict[str, dict[str, np.ndarray]]]:
+    """The target a stored run was benchmarked on, its compiled graphs and its benchmark inputs."""
+    from edgegate.artifacts import sha256_file
+    from edgegate.spec import load_device
+    from edgegate.targets import target_for_device
+    from edgegate.targets.local import CpuTarget
+
+    arts = db.artifacts(run.id)
+    feeds_files = {a["graph"]: a for a in arts if a["kind"] == "bench_inputs"}
+    compiled_rows = [a for a in arts if a["kind"] == "compiled"]
+    if not feeds_files or not compiled_rows:
+        raise InputError(f"--rebench: run {run.id} stored no compiled graphs or benchmark inputs "
+                         "(runs from before --rebench existed cannot be timed again)")
+    for a in [*compiled_rows, *feeds_files.values()]:
+        path = Path(a["path"])
+        if not path.is_file():
+            raise InputError(f"--rebench: run {run.id}: recorded artifact missing on disk: {path}")
+        if sha256_file(path) != a["sha256"]:
+            raise InputError(f"--rebench: run {run.id}: {path} changed since the run (sha256 differs)")
+    compiled = []
+    for g in dict.fromkeys(a["graph"] for a in compiled_rows):
+        files = tuple(Path(a["path"]) for a in compiled_rows if a["graph"] == g)
+        compiled.append(CompiledGraph(g, files[0], files, 0, 0))
+    feeds = {}
+    for c in compiled:
+        if c.graph not in feeds_files:
+            raise InputError(f"--rebench: run {run.id} stored no benchmark inputs for graph '{c.graph}'")
+        with np.load(feeds_files[c.graph]["path"]) as data:
+            feeds[c.graph] = {k: data[k] for k in data.files}
+    details = run.details or {}
+    if details.get("target") == "host-cpu":
+        target = CpuTarget("host-cpu")
+    else:
+        pipeline_path = details.get("pipeline_path")
+        base = Path(pipeline_path).parent if pipeline_path else None
+        target = target_for_device(load_device(run.device, relative_to=base))
+    return target, compiled, feeds
+
+
+def rebench_runs(db: ExperimentDB, baseline: Any, candidate: Any, opts: Rebench) -> dict[str, Any]:
+    """Benchmark both runs' compiled graphs again, interleaved process by process on one target
+    (targets.base.benchmark_interleaved): what separates a regression from a machine that got
+    slower between two runs. Returns fresh latency metrics and paired evidence."""
+    import tempfile
+    import time
+
+    from edgegate.stats import summarize_latency
+    from edgegate.targets.base import benchmark_interleaved
+
+    tb, cb, fb = _bench_setup(db, baseline)
+    tc, cc, fc = _bench_setup(db, candidate)
+    if tb.describe()["name"] != tc.describe()["name"]:
+        raise InputError(f"--rebench: runs {baseline.id} and {candidate.id} ran on different targets "
+                         f"({tb.describe()['name']} vs {tc.describe()['name']}); latency is compared on one target")
+    if sorted(c.graph for c in cb) != sorted(c.graph for c in cc):
+        raise InputError(f"--rebench: runs {baseline.id} and {candidate.id} have different graphs")
+    work = opts.work_dir or Path(tempfile.mkdtemp(prefix="edgegate-rebench-"))
+    t0 = time.perf_counter()
+    rb, rc = benchmark_interleaved(tb, (cb, fb), (cc, fc), warmup=opts.warmup, repeats=opts.repeats,
+                                   min_seconds=0.0, processes=opts.processes, work_dir=work)
+    wall = time.perf_counter() - t0
+
+    def metrics(res: Any) -> dict[str, float]:
+        summaries = [summarize_latency(t.samples_ms) for t in res.timings]
+        return {"inference_time_ms": sum(x.median for x in summaries), "latency_min_ms": sum(x.min for x in summaries)}
+
+    return {
+        "metrics": (metrics(rb), metrics(rc)),
+        "source": rb.source.value,
+        "evidence": {
+            "baseline_latency": {t.graph: list(t.samples_ms) for t in rb.timings},
+            "candidate_latency": {t.graph: list(t.samples_ms) for t in rc.timings},
+            "baseline_latency_process": {t.graph: list(t.process_ids) for t in rb.timings},
+            "candidate_latency_process": {t.graph: list(t.process_ids) for t in rc.timings},
+            "latency_paired": True,
+        },
+        "info": {"target": tb.describe()["name"], "source": rb.source.value, "processes": opts.processes,
+                 "repeats": opts.repeats, "warmup": opts.warmup, "wall_s": round(wall, 1)},
+    }
+
+
 def compare_runs(
     db: ExperimentDB,
     baseline_run_id: int,
@@ -264,9 +355,14 @@ def compare_runs(
     allow_pack_drift: bool = False,
     name: str | None = None,
     store: bool = True,
+    rebench: Rebench | None = None,
 ) -> dict[str, Any]:
     """Compare two stored runs: metrics, latency significance from their samples, paired CIs
-    from their per-sample records; stored as a comparison unless `store` is False."""
+    from their per-sample records; stored as a comparison unless `store` is False.
+
+    Latency samples stored by two runs were taken at different times, so a machine that got
+    slower in between looks like a regression; `rebench` times both runs' compiled graphs
+    again, interleaved on one target, and compares those paired measurements instead."""
     runs = {}
     for role, rid in (("baseline", baseline_run_id), ("candidate", candidate_run_id)):
         run = db.get_run(rid)
@@ -289,7 +385,18 @@ def compare_runs(
     evidence_kw: dict[str, Any] = {
         "baseline_latency": db.latency_samples(b.id),
         "candidate_latency": db.latency_samples(c.id),
+        "baseline_latency_process": db.latency_processes(b.id),
+        "candidate_latency_process": db.latency_processes(c.id),
     }
+    fresh = None
+    if rebench is not None:
+        fresh = rebench_runs(db, b, c, rebench)
+        for side, values, src in ((base, fresh["metrics"][0], sources[0]), (cand, fresh["metrics"][1], sources[1])):
+            for k, v in values.items():
+                if k in base and k in cand:
+                    side[k] = v
+                    src[k] = fresh["source"]
+        evidence_kw.update(fresh["evidence"])
     rb, rc = _per_sample_records(db, b.id), _per_sample_records(db, c.id)
     if rb and rc and b.pack_digest == c.pack_digest:
         names = [n for n in rb if n in rc and len(rb[n]) == len(rc[n])]
@@ -309,6 +416,8 @@ def compare_runs(
         "pack_drift": b.pack_digest != c.pack_digest,
         "verdict": verdict_for(result),
     })
+    if fresh is not None:
+        result["rebench"] = fresh["info"]
     if store:
         result["comparison_id"] = db.add_comparison(
             b.id, c.id, result, name=name, notes=notes_for(result), verdict=result["verdict"]
@@ -318,6 +427,7 @@ def compare_runs(
 
 __all__ = [
     "CompiledModel",
+    "Rebench",
     "EvalConfig",
     "TaskSpec",
     "compare_models",

@@ -322,6 +322,26 @@ def comparison_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, st
     return rows
 
 
+def latency_notes(result: dict[str, Any]) -> list[str]:
+    """How latency significance was decided, in a line or two under the table."""
+    lat = next((m for m in result["metrics"].values() if m.get("test") and m.get("ratio_ci")), None)
+    if lat is None:
+        return []
+    out = []
+    re = result.get("rebench")
+    if re:
+        out.append(f"latency re-measured now, interleaved on {re['target']} ({re['source']}): {re['processes']} "
+                   f"processes per side x {re['repeats']} repeats, {re['wall_s']} s")
+    if lat.get("unit") == "process":
+        out.append(f"latency test: {lat['test']}, {lat['processes'][0]} vs {lat['processes'][1]} processes")
+        if not re and "baseline_run_id" in result:
+            out.append("latency samples of stored runs were taken at different times: a machine that got slower "
+                       "in between counts as a change; --rebench times both again side by side")
+    elif lat.get("note"):
+        out.append(f"latency test: {lat['test']} ({lat['note']})")
+    return out
+
+
 def render_comparison(result: dict[str, Any], fmt: str = "text") -> str:
     """A comparison (compare_metrics / compare_runs / compare_models result) as text, md or json."""
     if fmt == "json":
@@ -334,9 +354,11 @@ def render_comparison(result: dict[str, Any], fmt: str = "text") -> str:
     if result.get("comparison_id") is not None:
         title += f" [comparison {result['comparison_id']}]"
     verdict = result.get("verdict")
+    notes = latency_notes(result)
     if fmt == "md":
         lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|---|---:|---:|---:|---|---|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += ["", *(f"- {n}" for n in notes)] if notes else []
         if verdict:
             lines += ["", f"**Verdict: {verdict}** (`~`: not statistically significant)"]
         return "\n".join(lines) + "\n"
@@ -344,6 +366,7 @@ def render_comparison(result: dict[str, Any], fmt: str = "text") -> str:
     fmt_row = lambda r: "  ".join(c.ljust(w) if i in (0, 4, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     lines = [title, fmt_row(head), fmt_row(tuple("-" * w for w in widths))]
     lines += [fmt_row(r) for r in rows]
+    lines += [""] + notes if notes else []
     if verdict:
         lines += ["", f"Verdict: {verdict}   (~ = not statistically significant)"]
     return "\n".join(lines)

@@ -183,6 +183,84 @@ def sum_of_medians_ratio_ci(
     return point_b / point_a, float(lo), float(hi)
 
 
+def process_values(
+    samples: Mapping[str, Sequence[float]], processes: Mapping[str, Sequence[int]]
+) -> dict[int, float]:
+    """process -> sum over graphs of the median of that graph's samples taken in that process.
+
+    One value per benchmark process: the replicate that run-to-run variance shows up in.
+    Only processes that timed every graph count; a graph without process ids gives {}.
+    """
+    graphs = sorted(samples)
+    if not graphs or any(len(processes.get(g, ())) != len(samples[g]) for g in graphs):
+        return {}
+    per: dict[int, dict[str, list[float]]] = {}
+    for g in graphs:
+        for v, p in zip(samples[g], processes[g]):
+            per.setdefault(int(p), {}).setdefault(g, []).append(float(v))
+    return {p: float(sum(np.median(d[g]) for g in graphs)) for p, d in sorted(per.items()) if len(d) == len(graphs)}
+
+
+def _walsh_median(x: np.ndarray) -> np.ndarray:
+    """Hodges-Lehmann one-sample estimate along axis 1: the median of the Walsh averages."""
+    n = x.shape[1]
+    i, j = np.triu_indices(n)
+    return np.median((x[:, i] + x[:, j]) / 2.0, axis=1)
+
+
+def _shift_median(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hodges-Lehmann two-sample estimate along axis 1: median of all differences b_j - a_i."""
+    return np.median((b[:, :, None] - a[:, None, :]).reshape(b.shape[0], -1), axis=1)
+
+
+@dataclass(frozen=True)
+class RatioTest:
+    ratio: float  # candidate / baseline, the Hodges-Lehmann estimate on log latency
+    lo: float
+    hi: float
+    p_value: float  # two-sided
+    test: str
+
+
+def process_ratio_test(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    paired: bool,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> RatioTest:
+    """Latency ratio between two sets of process-level values (one per benchmark process).
+
+    paired (interleaved A/B, process i of each side run back to back): Wilcoxon signed-rank on
+    the log ratios; unpaired (runs at different times): Mann-Whitney U on the logs. The
+    estimate is the matching Hodges-Lehmann shift on log latency, its CI a percentile
+    bootstrap over processes (pairs when paired).
+    """
+    _check_confidence(confidence)
+    a = np.log(_as_array(baseline, "baseline process values"))
+    b = np.log(_as_array(candidate, "candidate process values"))
+    rng = np.random.default_rng(seed)
+    q = [100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2]
+    if paired:
+        if a.size != b.size:
+            raise ValueError(f"process_ratio_test: paired sides differ in length ({a.size} vs {b.size})")
+        d = b - a
+        point = float(_walsh_median(d[None, :])[0])
+        boot = _walsh_median(d[rng.integers(0, d.size, size=(n_resamples, d.size))])
+        p = 1.0 if not np.any(d) else float(_sp.wilcoxon(d, alternative="two-sided").pvalue)
+        test = "wilcoxon signed-rank on paired process values (interleaved A/B)"
+    else:
+        point = float(_shift_median(a[None, :], b[None, :])[0])
+        boot = _shift_median(a[rng.integers(0, a.size, size=(n_resamples, a.size))],
+                             b[rng.integers(0, b.size, size=(n_resamples, b.size))])
+        p = float(_sp.mannwhitneyu(b, a, alternative="two-sided").pvalue)
+        test = "mann-whitney-u on process values"
+    lo, hi = np.percentile(boot, q)
+    return RatioTest(float(np.exp(point)), float(np.exp(lo)), float(np.exp(hi)), p, test)
+
+
 def paired_bootstrap(
     n: int,
     statistic: Callable[[np.ndarray], Mapping[str, float]],

@@ -120,3 +120,44 @@ def test_paired_bootstrap_and_mcnemar_on_records() -> None:
     m2 = compare_metrics({"accuracy": 0.70}, {"accuracy": 0.71}, threshold=0.005, evidence=ev2)["metrics"]["accuracy"]
     assert m2["status"] == "improved" and m2["significant"] is False
     assert notes_for({"metrics": {"accuracy": m2}}) == "accuracy: +0.01 ~"
+
+
+def _procs(rng: np.random.Generator, levels: list[float], n: int = 50, noise: float = 0.001):
+    """Samples from one process per level: tight inside a process, offsets between them."""
+    samples = [x for lv in levels for x in lv * (1 + noise * rng.standard_normal(n))]
+    ids = [i for i, _ in enumerate(levels) for _ in range(n)]
+    return samples, ids
+
+
+def test_latency_significance_is_tested_between_processes() -> None:
+    # Each process's samples agree to 0.1% while processes sit a few percent apart: pooled
+    # samples would call a 3% move significant (pseudo-replication); 3 processes a side cannot.
+    rng = np.random.default_rng(3)
+    b, bi = _procs(rng, [1.00, 1.04, 0.98])
+    c, ci = _procs(rng, [1.03, 1.07, 1.01])
+    vals = ({"inference_time_ms": float(np.median(b))}, {"inference_time_ms": float(np.median(c))})
+    pooled = compare_metrics(*vals, "2%", evidence=Evidence(baseline_latency={"g": b}, candidate_latency={"g": c}))
+    pooled = pooled["metrics"]["inference_time_ms"]
+    assert pooled["unit"] == "sample" and pooled["significant"] is True and "optimistic" in pooled["note"]
+    ev = Evidence(baseline_latency={"g": b}, candidate_latency={"g": c},
+                  baseline_latency_process={"g": bi}, candidate_latency_process={"g": ci})
+    m = compare_metrics(*vals, "2%", evidence=ev)["metrics"]["inference_time_ms"]
+    assert m["unit"] == "process" and m["processes"] == [3, 3] and m["test"].startswith("mann-whitney-u on process")
+    assert m["significant"] is False and m["status"] == "neutral"
+
+
+def test_interleaved_processes_are_paired() -> None:
+    # 20 process pairs sharing a drifting machine (+-6%), the candidate 5% slower in each pair:
+    # unpaired, the drift hides it; paired by process (interleaved A/B), it is found.
+    rng = np.random.default_rng(4)
+    drift = 1 + 0.06 * np.sin(np.arange(20) / 3)
+    b, bi = _procs(rng, list(drift * (1 + 0.01 * rng.standard_normal(20))))
+    c, ci = _procs(rng, list(1.05 * drift * (1 + 0.01 * rng.standard_normal(20))))
+    vals = ({"inference_time_ms": float(np.median(b))}, {"inference_time_ms": float(np.median(c))})
+    kw = dict(baseline_latency={"g": b}, candidate_latency={"g": c},
+              baseline_latency_process={"g": bi}, candidate_latency_process={"g": ci})
+    paired = compare_metrics(*vals, "2%", evidence=Evidence(**kw, latency_paired=True))["metrics"]["inference_time_ms"]
+    assert paired["test"].startswith("wilcoxon") and paired["status"] == "regressed" and paired["p_value"] < 0.001
+    assert paired["ratio_ci"][0] < 1.05 < paired["ratio_ci"][1]
+    unpaired = compare_metrics(*vals, "2%", evidence=Evidence(**kw))["metrics"]["inference_time_ms"]
+    assert unpaired["p_value"] > paired["p_value"] * 100

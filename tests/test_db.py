@@ -164,6 +164,37 @@ def test_latency_samples_round_trip_in_order(db: ExperimentDB) -> None:
     assert db.latency_samples(999) == {}
 
 
+def test_latency_sample_processes(db: ExperimentDB) -> None:
+    run_id = _start(db)
+    db.add_latency_samples(run_id, "pnet", [1.0, 2.0, 3.0, 4.0], "host-cpu", [0, 0, 1, 1])
+    db.add_latency_samples(run_id, "onet", [5.0, 6.0], "host-cpu")  # no process ids
+    assert db.latency_processes(run_id) == {"pnet": [0, 0, 1, 1]}
+    with pytest.raises(ValueError, match="3 process ids for 2 samples"):
+        db.add_latency_samples(run_id, "rnet", [1.0, 2.0], "host-cpu", [0, 1, 2])
+
+
+def test_database_from_before_process_ids_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    ExperimentDB(f"sqlite:///{path}")
+    con = sqlite3.connect(path)  # make it look like an older EdgeGate's: no process column
+    con.execute("DROP TABLE latency_samples")
+    con.execute("CREATE TABLE latency_samples (id INTEGER PRIMARY KEY, run_id INTEGER, graph VARCHAR(120), "
+                "idx INTEGER, value_ms FLOAT, source VARCHAR(32))")
+    con.execute("INSERT INTO runs (id, invocation, pipeline, device, variant, status, started_at, pid, host) "
+                "VALUES (1, 'i', 'p', 'd', 'int8', 'completed', '2026-01-01', 1, 'h')")
+    con.execute("INSERT INTO latency_samples (run_id, graph, idx, value_ms, source) VALUES (1, 'g', 0, 2.5, 'host-cpu')")
+    con.commit()
+    con.close()
+    db = ExperimentDB(f"sqlite:///{path}")
+    assert db.latency_samples(1) == {"g": [2.5]}  # old rows kept
+    assert db.latency_processes(1) == {}  # and known to have no process ids
+    db.add_latency_samples(1, "h", [1.0], "host-cpu", [0])
+    assert db.latency_processes(1) == {"h": [0]}
+    ExperimentDB(f"sqlite:///{path}")  # opening again: the column is there, nothing to add
+
+
 def test_artifacts_round_trip(db: ExperimentDB, tmp_path: Path) -> None:
     run_id = _start(db)
     blob = tmp_path / "pnet.onnx"

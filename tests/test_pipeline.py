@@ -44,6 +44,10 @@ def test_first_run_makes_golden_then_candidate(emulator_runs) -> None:
     assert db.golden("person_detect_mini", "htp-sim") == base.id
     assert cand.golden_run_id == base.id
     assert base.pack_digest == cand.pack_digest and base.pack_digest.startswith("sha256:")
+    # every latency sample knows its benchmark process (3 processes x 3 repeats)
+    procs = db.latency_processes(cand.id)
+    assert sorted(procs) == ["onet", "pnet", "rnet"]
+    assert all(p == [0, 0, 0, 1, 1, 1, 2, 2, 2] for p in procs.values())
     # No run is left "running" after the process is done with it.
     assert all(r.status != "running" for r in db.list_runs())
 
@@ -60,7 +64,7 @@ def test_candidate_runs_on_the_npu_with_sources(emulator_runs) -> None:
     # INT8 weights are a quarter of FP32's (biases stay 32-bit).
     assert 0.24 < c["model_size_kb"].value / b["model_size_kb"].value < 0.27
     for graph in ("pnet", "rnet", "onet"):
-        assert first.candidate.latency[graph].n == 3  # repeats from the pipeline
+        assert first.candidate.latency[graph].n == 9  # 3 repeats in each of 3 processes (the pipeline's)
         assert first.candidate.compiled[graph].artifact.name == f"{graph}_qnn_ctx.onnx"
 
 

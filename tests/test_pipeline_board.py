@@ -49,7 +49,7 @@ def test_person_detect_on_a_board_over_ssh(tmp_path: Path) -> None:
         spec["quantization"]["calibration"]["samples"] = 2
         # Per-tensor weights (RB5's config): htp_v68's per-channel PReLU weights do not compile.
         spec["quantization"]["config"] = "htp_v66"
-        spec["benchmark"] = {"warmup": 0, "repeats": 2, "min_seconds": 0}
+        spec["benchmark"] = {"warmup": 0, "repeats": 2, "min_seconds": 0, "processes": 1}
         pipeline = tmp_path / "pipeline.yaml"
         pipeline.write_text(yaml.safe_dump(spec))
 

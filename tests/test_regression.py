@@ -17,7 +17,7 @@ from edgegate.errors import InputError
 from edgegate.gates import GateStatus, parse_gate
 from edgegate.metrics import Measurement, Source
 from edgegate.pipeline import RunOptions, VariantResult, _strict_gates, run_pipeline
-from edgegate.regression import EvalConfig, TaskSpec, compare_models, compare_runs
+from edgegate.regression import EvalConfig, Rebench, TaskSpec, compare_models, compare_runs
 from edgegate.scorers import get_scorer
 from edgegate.targets.base import Variant
 from edgegate.zoo import mtcnn
@@ -84,7 +84,9 @@ def test_compare_stored_runs_and_pack_drift(stored_runs) -> None:
     db = ExperimentDB(f"sqlite:///{tmp / 'r.db'}")
     res = compare_runs(db, first.candidate.run_id, second.candidate.run_id)
     lat = res["metrics"]["inference_time_ms"]
-    assert lat["test"].startswith("mann-whitney") and len(lat["ratio_ci"]) == 2
+    # 3 benchmark processes a run (the pipeline's): tested between processes, not samples
+    assert lat["test"] == "mann-whitney-u on process values" and len(lat["ratio_ci"]) == 2
+    assert lat["unit"] == "process" and lat["processes"] == [3, 3]
     assert res["metrics"]["map50"]["status"] == "neutral" and res["comparison_id"] >= 1
     # FP32 golden vs INT8 on the same host CPU: same source, a real comparison.
     res2 = compare_runs(db, first.baseline.run_id, first.candidate.run_id, store=False)
@@ -116,6 +118,41 @@ def test_cli_compare_formats_and_exit_codes(stored_runs) -> None:
     assert bad.exit_code == 2 and bad.stderr.startswith("error: --baseline-run: no run with id 999")
     thr = runner.invoke(cli, ["compare", *ids, "--threshold", "accuracy=x", "--db", db_url])
     assert thr.exit_code == 2 and "not a number or a percentage" in thr.stderr
+
+
+def test_rebench_times_both_runs_again_interleaved(stored_runs) -> None:
+    tmp, first, _ = stored_runs
+    db = ExperimentDB(f"sqlite:///{tmp / 'r.db'}")
+    b, c = first.baseline.run_id, first.candidate.run_id  # FP32 vs INT8, both on the host CPU
+    stored = {k: m.value for k, m in db.metrics(c).items()}
+    res = compare_runs(db, b, c, rebench=Rebench(processes=3, repeats=4, warmup=1, work_dir=tmp / "rb"), store=False)
+    lat = res["metrics"]["inference_time_ms"]
+    assert lat["test"].startswith("wilcoxon signed-rank on paired") and lat["processes"] == [3, 3]
+    assert res["rebench"]["target"] == "cpu" and res["rebench"]["processes"] == 3
+    assert lat["candidate"] != stored["inference_time_ms"]  # measured now, not read back
+    # the six fresh workers ran A B, B A, A B
+    order = sorted((tmp / "rb").glob("*/bench_request.json"), key=lambda p: p.stat().st_mtime_ns)
+    assert [p.parent.name for p in order] == ["a0", "b0", "b1", "a1", "a2", "b2"]
+
+    runner = CliRunner()
+    ids = ["--baseline-run", str(b), "--candidate-run", str(c), "--db", f"sqlite:///{tmp / 'r.db'}"]
+    out = runner.invoke(cli, ["compare", *ids, "--rebench", "--processes", "3"])
+    assert out.exit_code in (0, 1), out.output
+    assert "latency re-measured now, interleaved on cpu (host-cpu): 3 processes per side" in out.stdout
+    plain = runner.invoke(cli, ["compare", *ids])
+    assert "--rebench times both again side by side" in plain.stdout
+    bad = runner.invoke(cli, ["compare", *ids, "--processes", "3"])
+    assert bad.exit_code == 2 and bad.stderr.strip() == "error: --processes: only used with --rebench"
+
+    # a compiled graph changed on disk since the run: refused, nothing timed
+    art = next(a for a in db.artifacts(c) if a["kind"] == "bench_inputs")
+    saved = Path(art["path"]).read_bytes()
+    try:
+        Path(art["path"]).write_bytes(saved + b"x")
+        with pytest.raises(InputError, match=r"--rebench: run \d+: .* changed since the run"):
+            compare_runs(db, b, c, rebench=Rebench(processes=1, repeats=1, warmup=0), store=False)
+    finally:
+        Path(art["path"]).write_bytes(saved)
 
 
 def test_strict_gates_use_the_conservative_ci_bound(tmp_path: Path) -> None:

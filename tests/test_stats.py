@@ -89,3 +89,31 @@ def test_mcnemar_exact_known_case() -> None:
     assert mcnemar_exact(0, 0) == 1.0
     with pytest.raises(ValueError):
         mcnemar_exact(-1, 2)
+
+
+def test_process_values_sum_per_process_medians() -> None:
+    from edgegate.stats import process_values
+
+    samples = {"a": [1.0, 3.0, 2.0, 10.0, 12.0, 5.0], "b": [0.5, 0.5, 7.0, 1.0]}
+    procs = {"a": [0, 0, 0, 1, 1, 2], "b": [0, 0, 1, 1]}
+    # process 2 timed only graph a: left out
+    assert process_values(samples, procs) == {0: 2.0 + 0.5, 1: 11.0 + 4.0}
+    assert process_values(samples, {"a": [0] * 6}) == {}  # graph b has no process ids
+    assert process_values(samples, {"a": [0, 0], "b": [0, 0, 1, 1]}) == {}  # misaligned
+
+
+def test_process_ratio_test_paired_and_unpaired() -> None:
+    import numpy as np
+
+    from edgegate.stats import process_ratio_test
+
+    rng = np.random.default_rng(0)
+    base = 3.0 * (1 + 0.02 * rng.standard_normal(20))
+    same = process_ratio_test(base, base, paired=True)
+    assert same.ratio == 1.0 and same.p_value == 1.0
+    slow = process_ratio_test(base, base * 1.05 * (1 + 0.005 * rng.standard_normal(20)), paired=True)
+    assert slow.p_value < 1e-4 and slow.lo < 1.05 < slow.hi and abs(slow.ratio - 1.05) < 0.01
+    un = process_ratio_test(base, 3.15 * (1 + 0.02 * rng.standard_normal(20)), paired=False)
+    assert un.test.startswith("mann-whitney") and un.p_value < 0.01 and un.lo < 1.05 < un.hi
+    with pytest.raises(ValueError, match="differ in length"):
+        process_ratio_test(base, base[:5], paired=True)

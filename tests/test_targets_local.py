@@ -95,6 +95,29 @@ def test_benchmark_worker_keeps_every_sample_and_measures_memory(tmp_path: Path)
     assert CpuTarget("cpu").source is Source.HOST_CPU and _emulator().source is Source.HOST_EMULATOR
 
 
+def test_processes_and_interleaved_benchmark(tmp_path: Path) -> None:
+    from edgegate.targets.base import benchmark_interleaved
+
+    model = _qdq_model(tmp_path / "m.onnx", with_det=False)
+    cpu = CpuTarget("cpu")
+    c = cpu.compile("g", model, tmp_path / "cpu")
+    feeds = {"g": {"x": np.ones((2, 2), np.float32)}}
+    res = cpu.benchmark([c], feeds, warmup=1, repeats=4, min_seconds=0.0, work_dir=tmp_path / "b", processes=3)
+    (t,) = res.timings
+    assert len(t.samples_ms) == 12 and t.process_ids == (0,) * 4 + (1,) * 4 + (2,) * 4
+    assert res.details["processes"] == 3 and len(res.details["per_process_peak_memory_mb"]) == 3
+    assert res.peak_memory_mb == max(res.details["per_process_peak_memory_mb"])
+    # three fresh workers really ran: one request file each
+    assert sorted(p.parent.name for p in (tmp_path / "b").glob("*/bench_request.json")) == [
+        "process0", "process1", "process2"]
+    a, b = benchmark_interleaved(cpu, ([c], feeds), ([c], feeds), warmup=0, repeats=2, min_seconds=0.0,
+                                 processes=3, work_dir=tmp_path / "ab")
+    assert a.timings[0].process_ids == b.timings[0].process_ids == (0, 0, 1, 1, 2, 2)
+    # order A B, B A, A B: the workers' request files were written in that order
+    order = sorted((tmp_path / "ab").glob("*/bench_request.json"), key=lambda p: p.stat().st_mtime_ns)
+    assert [p.parent.name for p in order] == ["a0", "b0", "b1", "a1", "a2", "b2"]
+
+
 def test_min_seconds_extends_the_timed_loop() -> None:
     from edgegate.targets.bench_worker import timed_loop
 

@@ -366,9 +366,12 @@ class AihubTarget:
         repeats: int,
         min_seconds: float,
         work_dir: Path,
+        processes: int = 1,
     ) -> BenchmarkResult:
         """Profile every graph on the device at once; AI Hub's profiler picks the iterations
-        (``--max_profiler_iterations`` in profile_options), so warmup/repeats do not apply."""
+        (``--max_profiler_iterations`` in profile_options), so warmup/repeats do not apply, and
+        one profile job per graph is one process (`processes` does not apply either: the
+        samples carry no process ids, and comparisons say their run-to-run variance is unknown)."""
         self._begin()
         with ThreadPoolExecutor(max(1, len(compiled)), thread_name_prefix="aihub-profile") as pool:
             try:

@@ -42,6 +42,10 @@ class GraphTiming:
     samples_ms: tuple[float, ...]  # every timed repeat, in order
     warmup: int
     load_time_ms: float  # session creation on the compiled artifact
+    # The benchmark process each sample came from (aligned with samples_ms), where the
+    # target runs several: run-to-run variance lives between processes, not within one,
+    # so significance is tested on process-level values (edgegate.compare). Empty: unknown.
+    process_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,4 +86,85 @@ class Target(Protocol):
         repeats: int,
         min_seconds: float,
         work_dir: Path,
-    ) -> BenchmarkResult: ...
+        processes: int = 1,
+    ) -> BenchmarkResult:
+        """Time every graph: `warmup` untimed then `repeats` timed runs per graph in each of
+        `processes` fresh benchmark processes (where the target can start them)."""
+        ...
+
+
+def merge_processes(results: Sequence[BenchmarkResult], process_ids: Sequence[int] | None = None) -> BenchmarkResult:
+    """One result from single-process benchmarks: samples concatenated, each tagged with its
+    process (``process_ids[i]`` for ``results[i]``, default i); peak memory is the largest
+    process's; load times are averaged."""
+    if not results:
+        raise ValueError("merge_processes: no results")
+    ids = list(range(len(results))) if process_ids is None else list(process_ids)
+    first = results[0]
+    timings = []
+    for g in (t.graph for t in first.timings):
+        samples: list[float] = []
+        procs: list[int] = []
+        loads: list[float] = []
+        for pid, r in zip(ids, results):
+            t = next(t for t in r.timings if t.graph == g)
+            samples.extend(t.samples_ms)
+            procs.extend([pid] * len(t.samples_ms))
+            loads.append(t.load_time_ms)
+        warmup = next(t for t in first.timings if t.graph == g).warmup
+        timings.append(GraphTiming(g, tuple(samples), warmup, sum(loads) / len(loads), tuple(procs)))
+
+    def peak(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
+    details = dict(first.details)
+    details["processes"] = len(results)
+    details["per_process_peak_memory_mb"] = [r.peak_memory_mb for r in results]
+    return BenchmarkResult(
+        source=first.source,
+        timings=tuple(timings),
+        peak_memory_mb=peak([r.peak_memory_mb for r in results]),
+        load_peak_memory_mb=peak([r.load_peak_memory_mb for r in results]),
+        memory_method=first.memory_method + (f"; the largest of {len(results)} processes" if len(results) > 1 else ""),
+        details=details,
+    )
+
+
+def benchmark_interleaved(
+    target: Target,
+    baseline: tuple[Sequence[CompiledGraph], Mapping[str, Mapping[str, np.ndarray]]],
+    candidate: tuple[Sequence[CompiledGraph], Mapping[str, Mapping[str, np.ndarray]]],
+    *,
+    warmup: int,
+    repeats: int,
+    min_seconds: float,
+    processes: int,
+    work_dir: Path,
+) -> tuple[BenchmarkResult, BenchmarkResult]:
+    """An A/B latency measurement on one target at one time.
+
+    Each side runs in `processes` fresh benchmark processes, in the order A B, B A, A B, ...
+    so that slow drift of the machine (other tenants, clocks, heat) falls on both sides alike,
+    and process i of the baseline is paired with process i of the candidate. Two runs benchmarked
+    minutes apart cannot tell a 5% regression from a 5% slower machine; this can
+    (bench/aa_false_alarm.py measures both ways).
+    """
+    if processes < 1:
+        raise ValueError(f"benchmark_interleaved: processes must be >= 1, got {processes}")
+    out: dict[str, list[BenchmarkResult]] = {"a": [], "b": []}
+    sides = {"a": baseline, "b": candidate}
+    for i in range(processes):
+        for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
+            compiled, feeds = sides[side]
+            out[side].append(target.benchmark(
+                compiled, feeds, warmup=warmup, repeats=repeats, min_seconds=min_seconds,
+                work_dir=work_dir / f"{side}{i}", processes=1,
+            ))
+    a, b = merge_processes(out["a"]), merge_processes(out["b"])
+    return (
+        BenchmarkResult(a.source, a.timings, a.peak_memory_mb, a.load_peak_memory_mb, a.memory_method,
+                        {**a.details, "interleaved_with": "candidate"}),
+        BenchmarkResult(b.source, b.timings, b.peak_memory_mb, b.load_peak_memory_mb, b.memory_method,
+                        {**b.details, "interleaved_with": "baseline"}),
+    )

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgegate.errors import CompileError, TargetError
 from edgegate.metrics import Source
-from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming
+from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming, merge_processes
 from edgegate.targets.ort_runtime import open_session
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,27 @@ class _OrtTarget:
         compiled: Sequence[CompiledGraph],
         feeds: Mapping[str, Mapping[str, np.ndarray]],
         *,
+        warmup: int,
+        repeats: int,
+        min_seconds: float,
+        work_dir: Path,
+        processes: int = 1,
+    ) -> BenchmarkResult:
+        """Each of `processes` fresh worker processes loads every graph and times it; samples
+        are tagged with their process (run-to-run variance lives between processes)."""
+        if processes < 1:
+            raise ValueError(f"{self.name}: benchmark processes must be >= 1, got {processes}")
+        if processes == 1:
+            return merge_processes([self._benchmark_process(compiled, feeds, warmup, repeats, min_seconds, work_dir)])
+        return merge_processes([
+            self._benchmark_process(compiled, feeds, warmup, repeats, min_seconds, work_dir / f"process{i}")
+            for i in range(processes)
+        ])
+
+    def _benchmark_process(
+        self,
+        compiled: Sequence[CompiledGraph],
+        feeds: Mapping[str, Mapping[str, np.ndarray]],
         warmup: int,
         repeats: int,
         min_seconds: float,

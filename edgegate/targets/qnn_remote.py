@@ -215,7 +215,11 @@ class QnnRemoteTarget:
         repeats: int,
         min_seconds: float,
         work_dir: Path,
+        processes: int = 1,
     ) -> BenchmarkResult:
+        """Every round is its own qnn-net-run process on the board, one sample each (its mean
+        per-inference time), so the rounds already are the process-level replicates that
+        significance is tested on; `processes` adds nothing here."""
         out = work_dir / "qnn"
         out.mkdir(parents=True, exist_ok=True)
         rounds = min(repeats, self.device.max_rounds)
@@ -251,7 +255,8 @@ class QnnRemoteTarget:
                     (out / "benchmark.json").write_text(json.dumps(progress, indent=1))
                 samples = tuple(rec["netrun_avg_ms"] for rec in records)
                 inits = [rec["init_ms"] for rec in records if rec["init_ms"] is not None]
-                timings.append(GraphTiming(c.graph, samples, warmup, statistics.fmean(inits) if inits else 0.0))
+                timings.append(GraphTiming(c.graph, samples, warmup, statistics.fmean(inits) if inits else 0.0,
+                                           tuple(range(len(samples)))))
         except BaseException as exc:
             problem = self.close()
             if isinstance(exc, EdgeGateError):
