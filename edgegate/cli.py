@@ -260,7 +260,7 @@ def jobs(run_id: int | None, limit: int, fmt: str, db_url: str | None) -> None:
               help="Time both runs' compiled graphs again, interleaved on their target, and compare latency on "
                    "those paired measurements (stored samples from different times include machine drift).")
 @click.option("--processes", type=click.IntRange(1, 1000), default=None,
-              help="With --rebench: benchmark processes per side (default: the pipeline default).")
+              help="With --rebench: benchmark processes per side (default: the baseline run's own).")
 @_db_option
 @_handle_errors
 def compare(baseline_run: int, candidate_run: int, threshold: str | None, fmt: str, name: str | None,
@@ -273,14 +273,10 @@ def compare(baseline_run: int, candidate_run: int, threshold: str | None, fmt: s
     from edgegate.db import ExperimentDB
     from edgegate.regression import Rebench, compare_runs
     from edgegate.report import render_comparison
-    from edgegate.spec import BenchmarkSpec
 
     if processes is not None and not rebench:
         raise InputError("--processes: only used with --rebench")
-    again = None
-    if rebench:
-        d = BenchmarkSpec()
-        again = Rebench(processes=processes or d.processes, repeats=d.repeats, warmup=d.warmup)
+    again = Rebench(processes=processes) if rebench else None
     result = compare_runs(
         ExperimentDB(db_url), baseline_run, candidate_run, threshold=parse_threshold_option(threshold),
         allow_pack_drift=allow_pack_drift, name=name, rebench=again,

@@ -369,6 +369,7 @@ def _compare_previous(task: CellTask, a: AttemptResult) -> dict[str, Any] | None
         )
     except EdgeGateError as exc:
         return {**base, "verdict": "not compared", "error": exc.message, "regressed": []}
+    res, base["rebench"] = _rebench_latency(task, a, res)
     regressed = [n for n, m in res["metrics"].items() if m["status"] == "regressed"]
     counted = [n for n in regressed if (n in task.watch if task.watch is not None else _watched_by_default(n))]
     keep = ("baseline", "candidate", "delta", "relative", "status", "significant", "p_value")
@@ -378,6 +379,28 @@ def _compare_previous(task: CellTask, a: AttemptResult) -> dict[str, Any] | None
         "regressed": counted, "ignored": [n for n in regressed if n not in counted],
         "metrics": {n: {k: m.get(k) for k in keep} for n, m in res["metrics"].items()},
     }
+
+
+def _rebench_latency(task: CellTask, a: AttemptResult, res: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A latency regression between two nights' stored samples may be the machine, not the model:
+    before it counts, time both runs' compiled graphs again, interleaved (compare --rebench)."""
+    from edgegate.compare import parse_threshold_option
+    from edgegate.db import ExperimentDB
+    from edgegate.metrics import MetricKind, get_metric
+    from edgegate.regression import Rebench, compare_runs
+
+    if not any(m["status"] == "regressed" and get_metric(n).kind is MetricKind.LATENCY for n, m in res["metrics"].items()):
+        return res, None
+    try:
+        again = compare_runs(
+            ExperimentDB(task.db_url), task.previous_run_id, a.candidate_run_id,
+            threshold=parse_threshold_option(task.threshold), rebench=Rebench(),
+            name=f"fleet {task.fleet}: {task.cell_id} #{a.attempt} (rebench)",
+        )
+    except EdgeGateError as exc:
+        return res, f"not possible: {exc.message}"
+    info = again["rebench"]
+    return again, f"re-timed interleaved on {info['target']}: {info['processes']} processes a side, {info['wall_s']} s"
 
 
 def _watched_by_default(metric: str) -> bool:

@@ -581,6 +581,7 @@ def _run_variant(
         details={
             "target": target.describe()["name"],
             "timing_source": target.source.value,
+            "benchmark": ctx.spec.benchmark.model_dump(),  # what `compare --rebench` repeats
             "edgegate": __version__,
             "pipeline_path": str(Path(ctx.spec.source_path).resolve()),
             "scorers": [sc.name for sc in ctx.scorers],

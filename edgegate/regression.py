@@ -259,10 +259,19 @@ def _per_sample_records(db: ExperimentDB, run_id: int) -> dict[str, list[dict[st
 class Rebench:
     """Time both runs' compiled graphs again, interleaved, on their target (``--rebench``)."""
 
-    processes: int = 20  # BenchmarkSpec's defaults
-    repeats: int = 50
-    warmup: int = 5
+    # None: what the baseline run's pipeline used (run details), else BenchmarkSpec's defaults
+    processes: int | None = None
+    repeats: int | None = None
+    warmup: int | None = None
     work_dir: Path | None = None
+
+    def settings(self, run: Any) -> tuple[int, int, int]:
+        from edgegate.spec import BenchmarkSpec
+
+        d = BenchmarkSpec()
+        recorded = (run.details or {}).get("benchmark") or {}
+        pick = lambda mine, key: mine if mine is not None else int(recorded.get(key, getattr(d, key)))  # noqa: E731
+        return pick(self.processes, "processes"), pick(self.repeats, "repeats"), pick(self.warmup, "warmup")
 
 
 def _bench_setup(db: ExperimentDB, run: Any) -> tuple[Any, list[CompiledGraph], dict[str, dict[str, np.ndarray]]]:
@@ -321,10 +330,11 @@ def rebench_runs(db: ExperimentDB, baseline: Any, candidate: Any, opts: Rebench)
                          f"({tb.describe()['name']} vs {tc.describe()['name']}); latency is compared on one target")
     if sorted(c.graph for c in cb) != sorted(c.graph for c in cc):
         raise InputError(f"--rebench: runs {baseline.id} and {candidate.id} have different graphs")
+    processes, repeats, warmup = opts.settings(baseline)
     work = opts.work_dir or Path(tempfile.mkdtemp(prefix="edgegate-rebench-"))
     t0 = time.perf_counter()
-    rb, rc = benchmark_interleaved(tb, (cb, fb), (cc, fc), warmup=opts.warmup, repeats=opts.repeats,
-                                   min_seconds=0.0, processes=opts.processes, work_dir=work)
+    rb, rc = benchmark_interleaved(tb, (cb, fb), (cc, fc), warmup=warmup, repeats=repeats,
+                                   min_seconds=0.0, processes=processes, work_dir=work)
     wall = time.perf_counter() - t0
 
     def metrics(res: Any) -> dict[str, float]:
@@ -341,8 +351,8 @@ def rebench_runs(db: ExperimentDB, baseline: Any, candidate: Any, opts: Rebench)
             "candidate_latency_process": {t.graph: list(t.process_ids) for t in rc.timings},
             "latency_paired": True,
         },
-        "info": {"target": tb.describe()["name"], "source": rb.source.value, "processes": opts.processes,
-                 "repeats": opts.repeats, "warmup": opts.warmup, "wall_s": round(wall, 1)},
+        "info": {"target": tb.describe()["name"], "source": rb.source.value, "processes": processes,
+                 "repeats": repeats, "warmup": warmup, "wall_s": round(wall, 1)},
     }
 
 

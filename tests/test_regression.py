@@ -136,9 +136,11 @@ def test_rebench_times_both_runs_again_interleaved(stored_runs) -> None:
 
     runner = CliRunner()
     ids = ["--baseline-run", str(b), "--candidate-run", str(c), "--db", f"sqlite:///{tmp / 'r.db'}"]
-    out = runner.invoke(cli, ["compare", *ids, "--rebench", "--processes", "3"])
+    out = runner.invoke(cli, ["compare", *ids, "--rebench"])  # the run's own settings: 3 processes x 3 repeats
     assert out.exit_code in (0, 1), out.output
-    assert "latency re-measured now, interleaved on cpu (host-cpu): 3 processes per side" in out.stdout
+    assert "latency re-measured now, interleaved on cpu (host-cpu): 3 processes per side x 3 repeats" in out.stdout
+    two = runner.invoke(cli, ["compare", *ids, "--rebench", "--processes", "2", "--format", "json"])
+    assert json.loads(two.stdout)["rebench"]["processes"] == 2
     plain = runner.invoke(cli, ["compare", *ids])
     assert "--rebench times both again side by side" in plain.stdout
     bad = runner.invoke(cli, ["compare", *ids, "--processes", "3"])

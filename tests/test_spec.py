@@ -185,6 +185,12 @@ def test_wrong_type(workdir: Path) -> None:
     assert spec_error(text) == "p.yaml:13: benchmark.repeats: input should be a valid integer"
 
 
+def test_benchmark_processes_must_be_positive(workdir: Path) -> None:
+    text = BASE.replace("repeats: 50", "repeats: 50\n  processes: 0")
+    assert spec_error(text) == "p.yaml:14: benchmark.processes: input should be greater than or equal to 1"
+    assert load_pipeline(write(BASE)).benchmark.processes == 20  # the default
+
+
 def test_out_of_range_shape(workdir: Path) -> None:
     text = BASE.replace("[1, 3, 120, 160]", "[1, 3, 0, 160]")
     assert spec_error(text) == (
