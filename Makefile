@@ -27,6 +27,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/harness_overhead.py
 	$(BIN)/python bench/run_wall.py
+	$(BIN)/python bench/aa_false_alarm.py
 
 # Rebuild the PromptPack from the photos in scikit-image and matplotlib (byte-identical output).
 pack: setup

@@ -166,11 +166,17 @@ def _latency_stats(ev: Evidence) -> dict[str, Any] | None:
             [cp[k] for k in keys] if keys else list(cp.values()),
             paired=paired, seed=ev.seed,
         )
-        return {
+        out = {
             "test": r.test, "unit": "process", "processes": [len(bp), len(cp)],
             "ratio": r.ratio, "ratio_ci": [r.lo, r.hi], "p_value": r.p_value,
             "significant": r.p_value < LATENCY_ALPHA and not (r.lo <= 1.0 <= r.hi),
         }
+        # The smallest two-sided p the rank test can give with this many processes.
+        floor = 2 / 2 ** len(keys) if keys else 2 / math.comb(len(bp) + len(cp), len(bp))
+        if floor >= LATENCY_ALPHA:
+            out["note"] = (f"with {len(bp)} and {len(cp)} processes the test cannot reach p < {LATENCY_ALPHA}, so no "
+                           "latency change can be significant; raise benchmark.processes (default 20)")
+        return out
     ratio, lo, hi = sum_of_medians_ratio_ci(base, cand, n_resamples=2000, seed=ev.seed)
     pvals = {g: mann_whitney_u(base[g], cand[g])[1] for g in graphs}
     p = min(pvals.values())

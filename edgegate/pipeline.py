@@ -267,7 +267,7 @@ def quantize_graphs(
     progress: Progress,
 ) -> dict[str, CacheEntry]:
     """Step 4: AIMET QuantSim per graph, cached by (graph digests, settings, data, AIMET)."""
-    from edgegate.quantize import aimet_version, quantize_graph
+    from edgegate.quantize import QUANTIZE_THREADS, aimet_version, quantize_graph
 
     settings = quantize_settings(ctx)
     config_id = ctx.aimet_config
@@ -288,6 +288,7 @@ def quantize_graphs(
             "calibration": digest_json([[hashlib_array(a) for a in b] for b in batches]),
             "aimet": aimet_version(),
             "edgegate": __version__,
+            "threads": QUANTIZE_THREADS,
         }
 
         def build(d: Path, g: GraphSource = g, batches=batches) -> dict[str, Any]:

@@ -333,7 +333,8 @@ def latency_notes(result: dict[str, Any]) -> list[str]:
         out.append(f"latency re-measured now, interleaved on {re['target']} ({re['source']}): {re['processes']} "
                    f"processes per side x {re['repeats']} repeats, {re['wall_s']} s")
     if lat.get("unit") == "process":
-        out.append(f"latency test: {lat['test']}, {lat['processes'][0]} vs {lat['processes'][1]} processes")
+        out.append(f"latency test: {lat['test']}, {lat['processes'][0]} vs {lat['processes'][1]} processes"
+                   + (f" ({lat['note']})" if lat.get("note") else ""))
         if not re and "baseline_run_id" in result:
             out.append("latency samples of stored runs were taken at different times: a machine that got slower "
                        "in between counts as a change; --rebench times both again side by side")

@@ -108,8 +108,9 @@ def run_workers(
         req_path.write_text(json.dumps(req))
         log = open(work_dir / f"worker{i}.log", "w")
         # The two workers run side by side: one thread each, or their OpenMP pools spin against
-        # each other (seen here: 3 minutes instead of 15 s on 2 cores). Thread count does not
-        # change the results: both workers and the run itself are compared byte for byte.
+        # each other (seen here: 3 minutes instead of 15 s on 2 cores). Quantization runs on one
+        # torch thread in the run and here alike (quantize.QUANTIZE_THREADS): more threads sum
+        # calibration floats in another order and move scales by an ulp.
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         procs.append((subprocess.Popen([sys.executable, "-m", "edgegate.reproduce", str(req_path)],
                                        stdout=log, stderr=subprocess.STDOUT, env=env), out, log))

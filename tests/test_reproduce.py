@@ -67,3 +67,31 @@ def test_perturbed_calibration_order_is_detected(calibration, tmp_path: Path) ->
     # are the first artifact to differ, and the report names the tensor.
     assert res.first_difference.startswith("pnet: encodings pnet.encodings differs (process 1 vs process 2)")
     assert "first difference at" in res.first_difference
+
+
+def test_encodings_do_not_depend_on_the_callers_thread_count(tmp_path: Path) -> None:
+    # With 2 torch threads AIMET's calibration sums floats in another order than with 1 and a
+    # scale moves by an ulp: the reproducibility gate failed `make run` that way. Quantization
+    # pins its own thread count, so the caller's does not matter (and is given back).
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from edgegate.quantize import QuantizeSettings, quantize_graph
+    from edgegate.zoo import mtcnn
+
+    rng = np.random.default_rng(0)
+    batches = [(rng.random((1, 3, 114, 170), dtype=np.float32) * 2 - 1,) for _ in range(8)]
+    before = torch.get_num_threads()
+    digests = []
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            q = quantize_graph(mtcnn.pnet(), ["image"], ["prob", "reg"], batches, QuantizeSettings(config="htp_v66"),
+                               tmp_path / f"t{n}", "pnet")
+            assert torch.get_num_threads() == n
+            digests.append(hashlib.sha256(q.encodings.read_bytes()).hexdigest())
+    finally:
+        torch.set_num_threads(before)
+    assert digests[0] == digests[1]
