@@ -359,27 +359,27 @@ class ExperimentDB:
                 for i, (v, p) in enumerate(zip(samples_ms, procs))
             )
 
-    def latency_samples(self, run_id: int) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
+    def latency_with_processes(self, run_id: int) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+        """(graph -> samples in timed order, graph -> the benchmark process of each sample), in
+        one query; the second has only graphs whose every sample has a process id (runs stored
+        before process ids existed give {})."""
+        samples: dict[str, list[float]] = {}
+        procs: dict[str, list[int | None]] = {}
         with Session(self.engine) as s:
-            q = select(LatencySampleRow).where(LatencySampleRow.run_id == run_id).order_by(
-                LatencySampleRow.graph, LatencySampleRow.idx
-            )
-            for r in s.scalars(q):
-                out.setdefault(r.graph, []).append(r.value_ms)
-        return out
-
-    def latency_processes(self, run_id: int) -> dict[str, list[int]]:
-        """graph -> the benchmark process of each sample (aligned with latency_samples), for
-        graphs whose every sample has one; runs stored without process ids give {}."""
-        out: dict[str, list[int | None]] = {}
-        with Session(self.engine) as s:
-            q = select(LatencySampleRow.graph, LatencySampleRow.process).where(
+            q = select(LatencySampleRow.graph, LatencySampleRow.value_ms, LatencySampleRow.process).where(
                 LatencySampleRow.run_id == run_id
             ).order_by(LatencySampleRow.graph, LatencySampleRow.idx)
-            for graph, proc in s.execute(q):
-                out.setdefault(graph, []).append(proc)
-        return {g: [int(p) for p in ps] for g, ps in out.items() if ps and all(p is not None for p in ps)}
+            for graph, value, proc in s.execute(q):
+                samples.setdefault(graph, []).append(value)
+                procs.setdefault(graph, []).append(proc)
+        known = {g: [int(p) for p in ps] for g, ps in procs.items() if all(p is not None for p in ps)}
+        return samples, known
+
+    def latency_samples(self, run_id: int) -> dict[str, list[float]]:
+        return self.latency_with_processes(run_id)[0]
+
+    def latency_processes(self, run_id: int) -> dict[str, list[int]]:
+        return self.latency_with_processes(run_id)[1]
 
     def add_artifact(self, run_id: int, kind: str, graph: str | None, path: Path, sha256: str) -> None:
         with Session(self.engine) as s, s.begin():

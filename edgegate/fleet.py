@@ -35,7 +35,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, Sequence, Union
 
-from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from edgegate.errors import EdgeGateError, SpecError
 from edgegate.progress import Progress
@@ -44,11 +44,10 @@ from edgegate.spec import (
     NonNegativeInt,
     PositiveInt,
     _devices_dirs,
-    _read_yaml,
     _Spec,
-    _validation_error,
     load_device,
     load_pipeline,
+    load_spec_file,
 )
 
 log = logging.getLogger(__name__)
@@ -167,14 +166,7 @@ class FleetSpec(_Spec):
 
 def load_fleet(path: str | Path) -> FleetSpec:
     """Load and validate a fleet file (pipeline files must exist; paths relative to the file)."""
-    file = str(path)
-    source = Path(path)
-    data, lines = _read_yaml(source, file)
-    context = {"base_dir": source.absolute().parent, "source_path": source, "lines": lines}
-    try:
-        return FleetSpec.model_validate(data, context=context)
-    except ValidationError as exc:
-        raise _validation_error(exc, file, data, lines, FleetSpec) from None
+    return load_spec_file(path, FleetSpec)
 
 
 # ----------------------------------------------------------------------------- the matrix

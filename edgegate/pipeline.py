@@ -54,7 +54,7 @@ from edgegate.spec import (
     load_pipeline,
     load_pipeline_device,
 )
-from edgegate.stats import LatencySummary, summarize_latency
+from edgegate.stats import LatencySummary, cascade_latency, summarize_latency
 from edgegate.targets.base import BenchmarkResult, CompiledGraph, Variant
 from edgegate.targets import target_for_device
 from edgegate.targets.local import CpuTarget
@@ -451,8 +451,7 @@ def variant_metrics(
     m: dict[str, Measurement] = dict(
         [
             # one pass of every graph: the cascade's NPU time for one image and one batch each
-            _metric("inference_time_ms", sum(s.median for s in summaries.values()), src),
-            _metric("latency_min_ms", sum(s.min for s in summaries.values()), src),
+            *(_metric(k, v, src) for k, v in cascade_latency(list(summaries.values())).items()),
             _metric("load_time_ms", sum(t.load_time_ms for t in bench.timings), src),
             _metric("compile_time_ms", sum(c.compile_time_ms for c in compiled.values()), src),
         ]

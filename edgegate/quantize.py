@@ -95,6 +95,7 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+@_torch_threads(QUANTIZE_THREADS)
 def quantize_graph(
     model: torch.nn.Module,
     input_names: Sequence[str],
@@ -109,19 +110,6 @@ def quantize_graph(
     `calibration` is a list of batches, each a tuple of input arrays in `input_names`
     order, with exactly the shapes the graph is compiled for.
     """
-    with _torch_threads(QUANTIZE_THREADS):
-        return _quantize_graph(model, input_names, output_names, calibration, settings, out_dir, stem)
-
-
-def _quantize_graph(
-    model: torch.nn.Module,
-    input_names: Sequence[str],
-    output_names: Sequence[str],
-    calibration: Sequence[Sequence[np.ndarray]],
-    settings: QuantizeSettings,
-    out_dir: Path,
-    stem: str,
-) -> QuantizedGraph:
     if not calibration:
         raise InputError(f"quantize {stem}: no calibration batches (check quantization.calibration)")
     from aimet_torch import onnx as aimet_onnx

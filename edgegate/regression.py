@@ -268,18 +268,17 @@ class Rebench:
     def settings(self, run: Any) -> tuple[int, int, int]:
         from edgegate.spec import BenchmarkSpec
 
-        d = BenchmarkSpec()
-        recorded = (run.details or {}).get("benchmark") or {}
-        pick = lambda mine, key: mine if mine is not None else int(recorded.get(key, getattr(d, key)))  # noqa: E731
-        return pick(self.processes, "processes"), pick(self.repeats, "repeats"), pick(self.warmup, "warmup")
+        recorded = BenchmarkSpec.model_validate((run.details or {}).get("benchmark") or {})
+        return (
+            self.processes if self.processes is not None else recorded.processes,
+            self.repeats if self.repeats is not None else recorded.repeats,
+            self.warmup if self.warmup is not None else recorded.warmup,
+        )
 
 
 def _bench_setup(db: ExperimentDB, run: Any) -> tuple[Any, list[CompiledGraph], dict[str, dict[str, np.ndarray]]]:
     """The target a stored run was benchmarked on, its compiled graphs and its benchmark inputs."""
     from edgegate.artifacts import sha256_file
-    from edgegate.spec import load_device
-    from edgegate.targets import target_for_device
-    from edgegate.targets.local import CpuTarget
 
     arts = db.artifacts(run.id)
     feeds_files = {a["graph"]: a for a in arts if a["kind"] == "bench_inputs"}
@@ -293,24 +292,33 @@ def _bench_setup(db: ExperimentDB, run: Any) -> tuple[Any, list[CompiledGraph], 
             raise InputError(f"--rebench: run {run.id}: recorded artifact missing on disk: {path}")
         if sha256_file(path) != a["sha256"]:
             raise InputError(f"--rebench: run {run.id}: {path} changed since the run (sha256 differs)")
-    compiled = []
-    for g in dict.fromkeys(a["graph"] for a in compiled_rows):
-        files = tuple(Path(a["path"]) for a in compiled_rows if a["graph"] == g)
-        compiled.append(CompiledGraph(g, files[0], files, 0, 0))
+    compiled = list(_compiled_of_run(arts).values())
     feeds = {}
     for c in compiled:
         if c.graph not in feeds_files:
             raise InputError(f"--rebench: run {run.id} stored no benchmark inputs for graph '{c.graph}'")
         with np.load(feeds_files[c.graph]["path"]) as data:
             feeds[c.graph] = {k: data[k] for k in data.files}
-    details = run.details or {}
-    if details.get("target") == "host-cpu":
-        target = CpuTarget("host-cpu")
-    else:
-        pipeline_path = details.get("pipeline_path")
-        base = Path(pipeline_path).parent if pipeline_path else None
-        target = target_for_device(load_device(run.device, relative_to=base))
-    return target, compiled, feeds
+    pipeline_path = (run.details or {}).get("pipeline_path")
+    return _target_of_run(run, Path(pipeline_path).parent if pipeline_path else None), compiled, feeds
+
+
+def _target_of_run(run: Any, base_dir: Path | None) -> Any:
+    """The target a stored run ran on: its device's, or the host CPU's for a reference run."""
+    from edgegate.spec import load_device
+    from edgegate.targets import target_for_device
+
+    host = (run.details or {}).get("target") == "host-cpu" or run.device == "cpu"
+    return target_for_device(load_device("cpu" if host else run.device, relative_to=base_dir))
+
+
+def _compiled_of_run(arts: Sequence[Mapping[str, Any]]) -> dict[str, CompiledGraph]:
+    """graph -> CompiledGraph from a run's recorded "compiled" files (the artifact is listed first)."""
+    graphs = {}
+    for g in dict.fromkeys(a["graph"] for a in arts if a["kind"] == "compiled"):
+        files = tuple(Path(a["path"]) for a in arts if a["kind"] == "compiled" and a["graph"] == g)
+        graphs[g] = CompiledGraph(g, files[0], files, 0, 0)
+    return graphs
 
 
 def rebench_runs(db: ExperimentDB, baseline: Any, candidate: Any, opts: Rebench) -> dict[str, Any]:
@@ -320,14 +328,14 @@ def rebench_runs(db: ExperimentDB, baseline: Any, candidate: Any, opts: Rebench)
     import tempfile
     import time
 
-    from edgegate.stats import summarize_latency
+    from edgegate.stats import cascade_latency, summarize_latency
     from edgegate.targets.base import benchmark_interleaved
 
     tb, cb, fb = _bench_setup(db, baseline)
     tc, cc, fc = _bench_setup(db, candidate)
-    if tb.describe()["name"] != tc.describe()["name"]:
+    if tb.name != tc.name:
         raise InputError(f"--rebench: runs {baseline.id} and {candidate.id} ran on different targets "
-                         f"({tb.describe()['name']} vs {tc.describe()['name']}); latency is compared on one target")
+                         f"({tb.name} vs {tc.name}); latency is compared on one target")
     if sorted(c.graph for c in cb) != sorted(c.graph for c in cc):
         raise InputError(f"--rebench: runs {baseline.id} and {candidate.id} have different graphs")
     processes, repeats, warmup = opts.settings(baseline)
@@ -338,8 +346,7 @@ def rebench_runs(db: ExperimentDB, baseline: Any, candidate: Any, opts: Rebench)
     wall = time.perf_counter() - t0
 
     def metrics(res: Any) -> dict[str, float]:
-        summaries = [summarize_latency(t.samples_ms) for t in res.timings]
-        return {"inference_time_ms": sum(x.median for x in summaries), "latency_min_ms": sum(x.min for x in summaries)}
+        return cascade_latency([summarize_latency(t.samples_ms) for t in res.timings])
 
     return {
         "metrics": (metrics(rb), metrics(rc)),
@@ -351,7 +358,7 @@ def rebench_runs(db: ExperimentDB, baseline: Any, candidate: Any, opts: Rebench)
             "candidate_latency_process": {t.graph: list(t.process_ids) for t in rc.timings},
             "latency_paired": True,
         },
-        "info": {"target": tb.describe()["name"], "source": rb.source.value, "processes": processes,
+        "info": {"target": tb.name, "source": rb.source.value, "processes": processes,
                  "repeats": repeats, "warmup": warmup, "wall_s": round(wall, 1)},
     }
 
@@ -392,21 +399,19 @@ def compare_runs(
     cand = {k: m.value for k, m in cm.items() if k in bm}
     sources = ({k: m.source for k, m in bm.items()}, {k: m.source for k, m in cm.items()})
 
-    evidence_kw: dict[str, Any] = {
-        "baseline_latency": db.latency_samples(b.id),
-        "candidate_latency": db.latency_samples(c.id),
-        "baseline_latency_process": db.latency_processes(b.id),
-        "candidate_latency_process": db.latency_processes(c.id),
-    }
     fresh = None
-    if rebench is not None:
+    if rebench is not None:  # latency measured now, side by side, instead of the stored samples
         fresh = rebench_runs(db, b, c, rebench)
         for side, values, src in ((base, fresh["metrics"][0], sources[0]), (cand, fresh["metrics"][1], sources[1])):
             for k, v in values.items():
                 if k in base and k in cand:
                     side[k] = v
                     src[k] = fresh["source"]
-        evidence_kw.update(fresh["evidence"])
+        evidence_kw: dict[str, Any] = dict(fresh["evidence"])
+    else:
+        (bs, bp), (cs, cp) = db.latency_with_processes(b.id), db.latency_with_processes(c.id)
+        evidence_kw = {"baseline_latency": bs, "candidate_latency": cs,
+                       "baseline_latency_process": bp, "candidate_latency_process": cp}
     rb, rc = _per_sample_records(db, b.id), _per_sample_records(db, c.id)
     if rb and rc and b.pack_digest == c.pack_digest:
         names = [n for n in rb if n in rc and len(rb[n]) == len(rc[n])]
@@ -450,8 +455,7 @@ def model_from_run(db: ExperimentDB, run_id: int) -> tuple[Any, Any, Any]:
     """(model, adapter, pipeline spec) recorded for a stored pipeline run: the FP32 ONNX
     graphs of an fp32 run, or the compiled graphs of an int8 run on its device's target."""
     from edgegate.pipeline import _make_adapter
-    from edgegate.spec import load_device, load_pipeline
-    from edgegate.targets import target_for_device
+    from edgegate.spec import load_pipeline
 
     run = db.get_run(run_id)
     if run is None:
@@ -465,17 +469,7 @@ def model_from_run(db: ExperimentDB, run_id: int) -> tuple[Any, Any, Any]:
     if run.variant == "fp32":
         model = {a["graph"]: Path(a["path"]) for a in arts if a["kind"] == "fp32_onnx"}
     else:
-        if (run.details or {}).get("target") == "host-cpu" or run.device == "cpu":
-            device = load_device("cpu", relative_to=spec.base_dir)
-        else:
-            device = load_device(run.device, relative_to=spec.base_dir)
-        target = target_for_device(device)
-        graphs = {}
-        for g in {a["graph"] for a in arts if a["kind"] == "compiled"}:
-            files = tuple(Path(a["path"]) for a in arts if a["kind"] == "compiled" and a["graph"] == g)
-            artifact = next(f for f in files if f.suffix == ".onnx")
-            graphs[g] = CompiledGraph(g, artifact, files, 0, 0)
-        model = CompiledModel(target, graphs)
+        model = CompiledModel(_target_of_run(run, spec.base_dir), _compiled_of_run(arts))
     missing = [str(p) for p in (model.values() if isinstance(model, dict) else [f for c in model.graphs.values() for f in c.files]) if not Path(p).is_file()]
     if missing:
         raise InputError(f"run {run_id}: recorded artifact missing on disk: {missing[0]}")

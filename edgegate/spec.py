@@ -18,7 +18,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 from pydantic import (
@@ -754,16 +754,25 @@ def _validation_error(
     return SpecError(file, _render(tuple(parts)) or None, problem, line)
 
 
-def load_pipeline(path: str | Path) -> PipelineSpec:
-    """Load and validate a pipeline file (gates parsed, referenced files checked)."""
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def load_spec_file(path: str | Path, model: type[_M]) -> _M:
+    """Read a YAML file into `model`, paths in it relative to the file; a problem is one
+    SpecError naming the file, line and field."""
     file = str(path)
     source = Path(path)
     data, lines = _read_yaml(source, file)
     context = {"base_dir": source.absolute().parent, "source_path": source, "lines": lines}
     try:
-        return PipelineSpec.model_validate(data, context=context)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise _validation_error(exc, file, data, lines, PipelineSpec) from None
+        raise _validation_error(exc, file, data, lines, model) from None
+
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    """Load and validate a pipeline file (gates parsed, referenced files checked)."""
+    return load_spec_file(path, PipelineSpec)
 
 
 def _devices_dirs(devices_dir: Path | None, relative_to: Path | None) -> list[Path]:

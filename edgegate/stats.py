@@ -59,6 +59,11 @@ def summarize_latency(samples_ms: Sequence[float]) -> LatencySummary:
     )
 
 
+def cascade_latency(summaries: Sequence[LatencySummary]) -> dict[str, float]:
+    """A multi-graph model's latency, one pass of every graph: the sums of per-graph medians and minima."""
+    return {"inference_time_ms": sum(s.median for s in summaries), "latency_min_ms": sum(s.min for s in summaries)}
+
+
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")

@@ -7,7 +7,7 @@ measurements (every latency sample); summaries are computed in ``edgegate.stats`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
@@ -163,8 +163,6 @@ def benchmark_interleaved(
             ))
     a, b = merge_processes(out["a"]), merge_processes(out["b"])
     return (
-        BenchmarkResult(a.source, a.timings, a.peak_memory_mb, a.load_peak_memory_mb, a.memory_method,
-                        {**a.details, "interleaved_with": "candidate"}),
-        BenchmarkResult(b.source, b.timings, b.peak_memory_mb, b.load_peak_memory_mb, b.memory_method,
-                        {**b.details, "interleaved_with": "baseline"}),
+        replace(a, details={**a.details, "interleaved_with": "candidate"}),
+        replace(b, details={**b.details, "interleaved_with": "baseline"}),
     )

@@ -98,25 +98,9 @@ class _OrtTarget:
         are tagged with their process (run-to-run variance lives between processes)."""
         if processes < 1:
             raise ValueError(f"{self.name}: benchmark processes must be >= 1, got {processes}")
-        if processes == 1:
-            return merge_processes([self._benchmark_process(compiled, feeds, warmup, repeats, min_seconds, work_dir)])
-        return merge_processes([
-            self._benchmark_process(compiled, feeds, warmup, repeats, min_seconds, work_dir / f"process{i}")
-            for i in range(processes)
-        ])
-
-    def _benchmark_process(
-        self,
-        compiled: Sequence[CompiledGraph],
-        feeds: Mapping[str, Mapping[str, np.ndarray]],
-        warmup: int,
-        repeats: int,
-        min_seconds: float,
-        work_dir: Path,
-    ) -> BenchmarkResult:
         work_dir.mkdir(parents=True, exist_ok=True)
         graphs = []
-        for c in compiled:
+        for c in compiled:  # written once, read by every worker
             npz = work_dir / f"{c.graph}_inputs.npz"
             np.savez(npz, **{k: np.asarray(v) for k, v in feeds[c.graph].items()})
             graphs.append({"graph": c.graph, "artifact": str(c.artifact), "inputs": str(npz)})
@@ -130,6 +114,12 @@ class _OrtTarget:
             "repeats": repeats,
             "min_seconds": min_seconds,
         }
+        dirs = [work_dir] if processes == 1 else [work_dir / f"process{i}" for i in range(processes)]
+        return merge_processes([self._benchmark_process(request, d) for d in dirs])
+
+    def _benchmark_process(self, request: dict[str, Any], work_dir: Path) -> BenchmarkResult:
+        """One fresh worker process runs `request`; its files go to `work_dir`."""
+        work_dir.mkdir(parents=True, exist_ok=True)
         req_path = work_dir / "bench_request.json"
         res_path = work_dir / "bench_result.json"
         req_path.write_text(json.dumps(request))
