@@ -358,6 +358,16 @@ class PipelineSpec(_Spec):
 # --------------------------------------------------------------------------- devices
 
 
+def _int_soc_to_str(value: Any) -> Any:
+    # QNN SoC ids are numbers; YAML reads `soc_model: 30` as an int.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+SocModel = Annotated[str | None, BeforeValidator(_int_soc_to_str)]
+
+
 class _DeviceBase(_Spec):
     name: Name
     kind: str
@@ -392,7 +402,7 @@ class QnnEmulatorDevice(_DeviceBase):
 
     kind: Literal["qnn-emulator"]
     backend: Literal["htp"] = "htp"
-    soc_model: str | None = None
+    soc_model: SocModel = None
     htp_arch: HtpArchNumber | None = None
     performance_mode: Literal[
         "burst",
@@ -407,14 +417,6 @@ class QnnEmulatorDevice(_DeviceBase):
         "extreme_power_saver",
     ] = "burst"
     allow_cpu_fallback: bool = False
-
-    @field_validator("soc_model", mode="before")
-    @classmethod
-    def _soc_model_int(cls, value: Any) -> Any:
-        # QNN SoC ids are numbers; YAML reads `soc_model: 30` as an int.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
 
     @model_validator(mode="after")
     def _target_named(self) -> QnnEmulatorDevice:
@@ -487,7 +489,7 @@ class _QnnBoardDevice(_DeviceBase):
     # dsp: Hexagon v66 (RB5: libQnnDsp.so + V66 stub/skel); htp: v68 and newer (libQnnHtp.so)
     backend: Literal["dsp", "htp"]
     htp_arch: HtpArchNumber | None = None  # HTP a context binary is compiled for (default: arch)
-    soc_model: str | None = None
+    soc_model: SocModel = None
     push_runtime: bool = False  # push qnn-net-run and the backend's libraries from the host SDK
     perf_profile: (
         Literal["burst", "sustained_high_performance", "high_performance", "balanced", "default",
@@ -500,13 +502,6 @@ class _QnnBoardDevice(_DeviceBase):
     reconnect_attempts: NonNegativeInt = 3
     max_rounds: PositiveInt = 10  # qnn-net-run processes per graph; each gives one latency sample
     keep_remote_files: bool = False
-
-    @field_validator("soc_model", mode="before")
-    @classmethod
-    def _soc_model_int(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
 
     @model_validator(mode="after")
     def _backend_matches_arch(self) -> _QnnBoardDevice:
