@@ -39,7 +39,38 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group()
+class _OneLineUsageError(click.UsageError):
+    """A bad option or argument, said like every other bad input: one line, exit code 2."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _Cli(click.Group):
+    """Click prints a usage error as three lines (usage, hint, error); here it is one."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # subcommands parse their options in here
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    # `edgegate` alone prints its help (click's NoArgsIsHelpError): that is no error line
+    if isinstance(exc, (_OneLineUsageError, getattr(click.exceptions, "NoArgsIsHelpError", ()))):
+        return exc
+    where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+    return _OneLineUsageError(where + exc.format_message(), exc.ctx)
+
+
+@click.group(cls=_Cli)
 @click.version_option(__version__, prog_name="edgegate")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
 def cli(verbose: int) -> None:

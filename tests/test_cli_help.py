@@ -71,6 +71,24 @@ def test_help(path: tuple[str, ...]) -> None:
             assert param.help, f"{' '.join(path)} {param.opts[0]} has no help"
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("nosuch",), "error: cli: No such command 'nosuch'."),
+        (("compare",), "error: cli compare: Missing option '--baseline-run'."),
+        (("runs", "list", "--format", "bogus"),
+         "error: cli runs list: Invalid value for '--format': 'bogus' is not one of 'table', 'csv', 'json'."),
+        (("compare", "--baseline-run", "1", "--candidate-run", "2", "--rebench", "--processes", "0"),
+         "error: cli compare: Invalid value for '--processes': 0 is not in the range 1<=x<=1000."),
+        (("golden", "set"), "error: cli golden set: Missing argument 'RUN_ID'."),
+    ],
+)
+def test_usage_errors_are_one_line(args: tuple[str, ...], line: str) -> None:
+    result = _invoke(*args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == line + "\n"
+
+
 def test_version() -> None:
     from edgegate import __version__
 
