@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgegate.compare import Evidence, compare_metrics  # noqa: E402
-from edgegate.models import GraphSource, export_fp32_onnx  # noqa: E402
-from edgegate.spec import BenchmarkSpec  # noqa: E402
+from edgegate.run.models import GraphSource, export_fp32_onnx  # noqa: E402
+from edgegate.config import BenchmarkSpec  # noqa: E402
 from edgegate.targets.base import benchmark_interleaved  # noqa: E402
 from edgegate.targets.local import CpuTarget  # noqa: E402
 from edgegate.zoo.mtcnn import MTCNNAdapter  # noqa: E402

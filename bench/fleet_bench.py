@@ -9,7 +9,7 @@ Two kinds of cells:
   cell itself is tests/fakes/fleet_cells.py: it SIMULATES the device's time with a fixed
   sleep (--device-time) and writes a run like a real cell. Numbers say what the fleet
   machinery does with concurrency; they are not model timings.
-* ``--cells aihub``: real cells (``python -m edgegate.fleet_cell``: AIMET, compile, profile,
+* ``--cells aihub``: real cells (``python -m edgegate.fleet.cell``: AIMET, compile, profile,
   inference, scoring) on N device files pointing at the fake AI Hub service
   (tests/fakes/aihub_server.py; its jobs take --job-delay seconds; its profile times are
   synthetic), x 2 pipelines. Heavy: each cell imports torch and AIMET; size it to the host.
@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fakes.db_writers import concurrent_writes  # noqa: E402
 
-from edgegate.fleet import FleetOptions, run_fleet  # noqa: E402
-from edgegate.fleet_exec import SubprocessRunner  # noqa: E402
+from edgegate.fleet.run import FleetOptions, run_fleet  # noqa: E402
+from edgegate.fleet.executors import SubprocessRunner  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fleet_bench.json"
 PIPELINES = [ROOT / "tests/fixtures/pipelines/person_detect_mini_aihub.yaml", ROOT / "tests/fixtures/fleet/mini_cpu.yaml"]

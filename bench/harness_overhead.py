@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgegate.models import GraphSource, export_fp32_onnx  # noqa: E402
+from edgegate.run.models import GraphSource, export_fp32_onnx  # noqa: E402
 from edgegate.targets.bench_worker import timed_loop  # noqa: E402
 from edgegate.targets.ort_runtime import open_session  # noqa: E402
 
@@ -83,7 +83,7 @@ def main() -> int:
 
     # INT8 P-Net on the QNN HTP emulator (quantized without calibration data beyond one batch:
     # this measures the loop, not accuracy).
-    from edgegate.quantize import QuantizeSettings, quantize_graph
+    from edgegate.run.quantize import QuantizeSettings, quantize_graph
     from edgegate.targets.local import QnnEmulatorTarget
     from edgegate.zoo.mtcnn import pnet
 

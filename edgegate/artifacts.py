@@ -28,10 +28,37 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def canonical_json(obj: Any, *, strict: bool = False) -> bytes:
+    """The one canonical JSON of EdgeGate: sorted keys, no whitespace, UTF-8.
+
+    Digests (cache keys, config digests) and signed payloads are computed over these bytes.
+    ``strict`` (signed statements): no NaN/Infinity and no silent ``str()`` of unknown types.
+    """
+    text = json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        allow_nan=not strict, default=None if strict else str,
+    )
+    return text.encode("utf-8")
+
+
 def digest_json(obj: Any) -> str:
-    """sha256 of the canonical JSON of `obj` (sorted keys, no whitespace)."""
-    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(data).hexdigest()
+    """sha256 (hex) of the canonical JSON of `obj`."""
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write `path` through a temporary file in its directory and a rename, so a reader
+    (or a crash) never sees it half-written; the parent directory is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

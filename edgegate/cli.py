@@ -110,9 +110,9 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
         markdown_out: Path | None, quiet: bool, verify_reproducible: bool, strict: bool, evidence: str,
         signing_key: Path | None, evidence_dir: Path | None) -> None:
     """Run PIPELINE: FP32 baseline (first time) -> AIMET INT8 -> compile -> benchmark -> score -> gates."""
-    from edgegate.pipeline import RunOptions, run_pipeline
+    from edgegate.run.pipeline import RunOptions, run_pipeline
     from edgegate.progress import Progress
-    from edgegate.report import build_report, render_markdown, render_terminal
+    from edgegate.report.run_report import build_report, render_markdown, render_terminal
 
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the run's row gets its final status.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -140,7 +140,7 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
 @_handle_errors
 def validate(pipeline: str, device: str | None) -> None:
     """Check PIPELINE, its device, PromptPack (hashes), adapter, graphs and gates without running."""
-    from edgegate.pipeline import load_context
+    from edgegate.run.pipeline import load_context
 
     ctx = load_context(pipeline, device=device)
     click.echo(
@@ -223,7 +223,7 @@ def runs() -> None:
 def runs_list(pipeline: str | None, device: str | None, limit: int, fmt: str, db_url: str | None) -> None:
     """List stored runs, newest first."""
     from edgegate.db import ExperimentDB
-    from edgegate.runs import runs_frame
+    from edgegate.report.runs import runs_frame
 
     frame = runs_frame(ExperimentDB(db_url), pipeline=pipeline, device=device, limit=limit)
     if fmt == "csv":
@@ -245,7 +245,7 @@ def runs_list(pipeline: str | None, device: str | None, limit: int, fmt: str, db
 def runs_show(run_id: int, fmt: str, db_url: str | None) -> None:
     """Show one run: status, digests, metrics with sources, latency summaries, artifacts."""
     from edgegate.db import ExperimentDB
-    from edgegate.runs import render_run, run_details
+    from edgegate.report.runs import render_run, run_details
 
     details = run_details(ExperimentDB(db_url), run_id)
     click.echo(json.dumps(details, indent=1, default=str) if fmt == "json" else render_run(details))
@@ -303,7 +303,7 @@ def compare(baseline_run: int, candidate_run: int, threshold: str | None, fmt: s
     from edgegate.compare import parse_threshold_option
     from edgegate.db import ExperimentDB
     from edgegate.regression import Rebench, compare_runs
-    from edgegate.report import render_comparison
+    from edgegate.report.run_report import render_comparison
 
     if processes is not None and not rebench:
         raise InputError("--processes: only used with --rebench")
@@ -331,7 +331,7 @@ def keys_generate(out_dir: Path, passphrase_env: str | None) -> None:
     """Generate an Ed25519 signing key pair as PEM files; print the key id."""
     import os
 
-    from edgegate.evidence import generate_keypair
+    from edgegate.report.evidence import generate_keypair
 
     passphrase = None
     if passphrase_env is not None:
@@ -360,7 +360,7 @@ def verify(bundle: Path, key_path: Path, artifacts: Path | None, promptpack: Pat
 
     Exit code 0 when valid, 1 when not (with the reason), 2 when a file cannot be read.
     """
-    from edgegate.evidence import SubjectStatus, verify_bundle
+    from edgegate.report.evidence import SubjectStatus, verify_bundle
 
     res = verify_bundle(bundle, key_path, artifacts, promptpack)
     if not res.ok or res.statement is None:
@@ -403,8 +403,8 @@ def fleet() -> None:
 def fleet_run(fleet_file: str, executor: str, concurrency: int | None, out_dir: Path | None, db_url: str | None,
               summary_out: Path | None, quiet: bool) -> None:
     """Run every cell of FLEET; exit 1 on a confirmed regression or newly failing gates, 3 on errors only."""
-    from edgegate.fleet import FleetOptions, run_fleet
-    from edgegate.fleet_report import render_fleet_markdown
+    from edgegate.fleet.run import FleetOptions, run_fleet
+    from edgegate.fleet.report import render_fleet_markdown
     from edgegate.progress import Progress
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -424,7 +424,7 @@ def fleet_run(fleet_file: str, executor: str, concurrency: int | None, out_dir: 
 @_handle_errors
 def fleet_validate(fleet_file: str) -> None:
     """Check FLEET and print its matrix of cells without running anything."""
-    from edgegate.fleet import expand_matrix, load_fleet
+    from edgegate.fleet.run import expand_matrix, load_fleet
 
     spec = load_fleet(fleet_file)
     cells, notes = expand_matrix(spec)

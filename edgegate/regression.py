@@ -18,13 +18,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgegate import __version__
-from edgegate.adapters import GraphRunner, predict_sample
+from edgegate.packs.adapters import GraphRunner, predict_sample
 from edgegate.compare import Evidence, Threshold, compare_metrics, notes_for, verdict_for
 from edgegate.db import ExperimentDB, StoredMetric
 from edgegate.errors import InputError
 from edgegate.metrics import get_metric
-from edgegate.promptpack import PromptPack, Sample, load_promptpack
-from edgegate.scorers import ScoreResult, get_scorer
+from edgegate.packs.promptpack import PromptPack, Sample, load_promptpack
+from edgegate.packs.scorers import ScoreResult, get_scorer
 from edgegate.targets.base import CompiledGraph
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ class Rebench:
     work_dir: Path | None = None
 
     def settings(self, run: Any) -> tuple[int, int, int]:
-        from edgegate.spec import BenchmarkSpec
+        from edgegate.config import BenchmarkSpec
 
         recorded = BenchmarkSpec.model_validate((run.details or {}).get("benchmark") or {})
         return (
@@ -305,7 +305,7 @@ def _bench_setup(db: ExperimentDB, run: Any) -> tuple[Any, list[CompiledGraph], 
 
 def _target_of_run(run: Any, base_dir: Path | None) -> Any:
     """The target a stored run ran on: its device's, or the host CPU's for a reference run."""
-    from edgegate.spec import load_device
+    from edgegate.config import load_device
     from edgegate.targets import target_for_device
 
     host = (run.details or {}).get("target") == "host-cpu" or run.device == "cpu"
@@ -454,8 +454,8 @@ __all__ = [
 def model_from_run(db: ExperimentDB, run_id: int) -> tuple[Any, Any, Any]:
     """(model, adapter, pipeline spec) recorded for a stored pipeline run: the FP32 ONNX
     graphs of an fp32 run, or the compiled graphs of an int8 run on its device's target."""
-    from edgegate.pipeline import _make_adapter
-    from edgegate.spec import load_pipeline
+    from edgegate.run.pipeline import _make_adapter
+    from edgegate.config import load_pipeline
 
     run = db.get_run(run_id)
     if run is None:

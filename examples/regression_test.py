@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgegate.errors import EdgeGateError  # noqa: E402
-from edgegate.pipeline import RunOptions, run_pipeline  # noqa: E402
+from edgegate.run.pipeline import RunOptions, run_pipeline  # noqa: E402
 from edgegate.progress import Progress  # noqa: E402
-from edgegate.report import build_report  # noqa: E402
+from edgegate.report.run_report import build_report  # noqa: E402
 
 ROWS = [
     ("Latency", "inference_time_ms", "{:.2f} ms"),

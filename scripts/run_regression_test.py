@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         pack = Path(args.dataset)
         if not pack.exists():
             pack = ROOT / "promptpacks" / args.dataset
-        from edgegate.promptpack import load_promptpack
+        from edgegate.packs.promptpack import load_promptpack
 
         loaded = load_promptpack(pack)
         result = compare_models(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from edgegate.promptpack import load_promptpack
+from edgegate.packs.promptpack import load_promptpack
 from edgegate.zoo.tiny_lm import (
     DEFAULT_PACK,
     TinyLMConfig,

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgegate.db import ExperimentDB
 from edgegate.errors import CompileError, InputError, TargetError
 from edgegate.metrics import Source
-from edgegate.spec import AihubDevice
+from edgegate.config import AihubDevice
 from edgegate.targets.aihub import AihubTarget, default_runtime, profile_result
 from edgegate.targets.aihub_session import HubSession
 
@@ -327,7 +327,7 @@ def test_one_failed_graph_stops_the_other_waits(fake: FakeAihub, tiny: Path, db:
     import time
 
     from edgegate.artifacts import ArtifactCache
-    from edgegate.pipeline import compile_graphs
+    from edgegate.run.pipeline import compile_graphs
     from edgegate.targets.base import Variant
 
     fake.behave("compile", match="edgegate a", fail="op not supported")

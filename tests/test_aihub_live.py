@@ -37,7 +37,7 @@ def test_tiny_graph_on_real_aihub(tmp_path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     from edgegate.metrics import Source
-    from edgegate.spec import load_device
+    from edgegate.config import load_device
     from edgegate.targets.aihub import AihubTarget
 
     w = numpy_helper.from_array(np.random.RandomState(0).randn(8, 3, 3, 3).astype(np.float32) * 0.1, "w")

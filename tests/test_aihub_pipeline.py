@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgegate.adapters import predict_sample
+from edgegate.packs.adapters import predict_sample
 from edgegate.db import ExperimentDB
 from edgegate.metrics import Source
-from edgegate.pipeline import RunOptions, _load_predictions, cpu_runner, run_pipeline
-from edgegate.promptpack import load_promptpack
+from edgegate.run.pipeline import RunOptions, _load_predictions, cpu_runner, run_pipeline
+from edgegate.packs.promptpack import load_promptpack
 from edgegate.targets.aihub_session import HubSession
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -57,7 +57,7 @@ def _db_bytes(path: Path) -> bytes:
 def test_pipeline_on_aihub_scores_real_outputs_and_keeps_the_token_out(
     service, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from edgegate.signing import generate_keypair
+    from edgegate.report.signing import generate_keypair
 
     fake, tmp = service
     caplog.set_level(logging.INFO)
@@ -79,7 +79,7 @@ def test_pipeline_on_aihub_scores_real_outputs_and_keeps_the_token_out(
     pack = load_promptpack(ROOT / "tests" / "fixtures" / "packs" / "person_detect_mini", verify=True)
     samples = pack.samples("eval")
     fp32 = {a["graph"]: Path(a["path"]) for a in base.artifacts if a["kind"] == "fp32_onnx"}
-    from edgegate.pipeline import load_context
+    from edgegate.run.pipeline import load_context
 
     ctx = load_context(PIPE, home=tmp / "home")
     local = [predict_sample(ctx.adapter, s, cpu_runner(fp32)) for s in samples]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgegate.adapters import predict_sample
-from edgegate.batching import LockstepRunner
-from edgegate.promptpack import load_promptpack
+from edgegate.packs.adapters import predict_sample
+from edgegate.run.batching import LockstepRunner
+from edgegate.packs.promptpack import load_promptpack
 from edgegate.zoo import mtcnn
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edgegate.cli import cli
-from edgegate.evidence import generate_keypair, key_id, load_public_key, load_signing_key, sign_statement
+from edgegate.report.evidence import generate_keypair, key_id, load_public_key, load_signing_key, sign_statement
 from test_evidence import artifact_dir, make_statement
 
 

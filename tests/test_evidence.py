@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edgegate.errors import InputError
-from edgegate.evidence import (
+from edgegate.report.evidence import (
     NO_KEY_NOTE,
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
@@ -241,7 +241,7 @@ def test_subject_names_cannot_escape_the_artifacts_dir(keys, tmp_path: Path) -> 
 
 
 def test_promptpack_subject_checked_against_the_pack(keys) -> None:
-    from edgegate.promptpack import load_promptpack
+    from edgegate.packs.promptpack import load_promptpack
 
     key, _, _ = keys
     pack = load_promptpack(MINI_PACK)
@@ -343,7 +343,7 @@ PASSPHRASE = "evidence-test-passphrase-7c1e"
 @pytest.fixture(scope="module")
 def signed_run(tmp_path_factory: pytest.TempPathFactory):
     """One run of the mini pipeline on the CPU device, signed with an encrypted key."""
-    from edgegate.pipeline import RunOptions, run_pipeline
+    from edgegate.run.pipeline import RunOptions, run_pipeline
 
     tmp = tmp_path_factory.mktemp("signed")
     pair = generate_keypair(tmp / "keys", PASSPHRASE)
@@ -484,7 +484,7 @@ def _plain_key(tmp: Path) -> Path:
 
 @pytest.mark.slow
 def test_secret_looking_config_keys_are_redacted(signed_run, tmp_path: Path) -> None:
-    from edgegate.evidence import build_statement
+    from edgegate.report.evidence import build_statement
 
     _, _, result = signed_run
     config = copy.deepcopy(result.config)

@@ -21,10 +21,10 @@ from fakes.fleet_cells import ScriptedRunner
 
 from edgegate.db import ExperimentDB
 from edgegate.errors import SpecError
-from edgegate.fleet import CellStatus, FleetOptions, expand_matrix, load_fleet, run_fleet
-from edgegate.fleet_exec import DeviceBusy, SubprocessRunner, device_lock
-from edgegate.fleet_report import render_fleet_markdown
-from edgegate.fleet_store import FleetStore
+from edgegate.fleet.run import CellStatus, FleetOptions, expand_matrix, load_fleet, run_fleet
+from edgegate.fleet.executors import DeviceBusy, SubprocessRunner, device_lock
+from edgegate.fleet.report import render_fleet_markdown
+from edgegate.fleet.store import FleetStore
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -325,7 +325,7 @@ def test_dask_cluster_runs_each_cell_on_the_worker_owning_its_device(tmp_path: P
     pytest.importorskip("distributed")
     from distributed import Client, Nanny, Scheduler, SpecCluster
 
-    from edgegate.fleet_exec import DaskExecutor
+    from edgegate.fleet.executors import DaskExecutor
 
     workers = {
         "lab-a": {"cls": Nanny, "options": {"nthreads": 2, "resources": {"device-board-1": 1, "device-sim": 1}}},
@@ -388,8 +388,8 @@ def test_stopping_the_fleet_ends_its_cell_processes(tmp_path: Path) -> None:
     path = _fleet(tmp_path, "name: nightly\npipelines: [hang.yaml]\ndevices: [sim]\ntimeout_s: 300\n")
     script = (
         "import signal, sys; from pathlib import Path\n"
-        "from edgegate.fleet import FleetOptions, run_fleet\n"
-        "from edgegate.fleet_exec import SubprocessRunner\n"
+        "from edgegate.fleet.run import FleetOptions, run_fleet\n"
+        "from edgegate.fleet.executors import SubprocessRunner\n"
         "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
         f"run_fleet({str(path)!r}, FleetOptions(db_url={f'sqlite:///{tmp_path}/eg.db'!r}, home=Path({str(tmp_path / 'home')!r}),"
         f" out_dir=Path({str(tmp_path / 'out')!r}), runner=SubprocessRunner(command=({sys.executable!r}, {str(STUB)!r}))))\n"

@@ -18,7 +18,7 @@ from fakes.sshd import start_sshd
 
 from edgegate.db import ExperimentDB
 from edgegate.metrics import Source
-from edgegate.pipeline import RunOptions, run_pipeline
+from edgegate.run.pipeline import RunOptions, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT / "tests" / "fixtures" / "pipelines" / "person_detect_mini.yaml"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgegate.errors import InputError, PackIntegrityError, SpecError, UnknownNameError
-from edgegate.promptpack import PromptPack, load_promptpack, sha256_file
+from edgegate.packs.promptpack import PromptPack, load_promptpack, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_PACK = REPO / "promptpacks" / "person_detect"

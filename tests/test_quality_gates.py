@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgegate.adversarial import AdversarialSettings, search, write_failure_pack
+from edgegate.run.adversarial import AdversarialSettings, search, write_failure_pack
 from edgegate.gates import GateStatus, evaluate_gates, parse_gate
 from edgegate.metrics import Measurement, Source
-from edgegate.pipeline import RunOptions, run_pipeline
-from edgegate.promptpack import load_promptpack
-from edgegate.scorers import per_class_prf
+from edgegate.run.pipeline import RunOptions, run_pipeline
+from edgegate.packs.promptpack import load_promptpack
+from edgegate.packs.scorers import per_class_prf
 from edgegate.zoo import mtcnn
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import pytest
 
 from edgegate.gates import Gate, GateResult, GateStatus
 from edgegate.metrics import Measurement, Source
-from edgegate.pipeline import PipelineResult, VariantResult
-from edgegate.report import (
+from edgegate.run.pipeline import PipelineResult, VariantResult
+from edgegate.report.run_report import (
     REPORT_SCHEMA,
     build_report,
     render_markdown,

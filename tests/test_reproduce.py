@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from edgegate.artifacts import ArtifactCache
-from edgegate.pipeline import collect_graph_inputs, cpu_runner, export_graphs, load_context
+from edgegate.run.pipeline import collect_graph_inputs, cpu_runner, export_graphs, load_context
 from edgegate.progress import Progress
-from edgegate.reproduce import compare_artifacts, first_json_difference, run_workers
+from edgegate.run.reproduce import compare_artifacts, first_json_difference, run_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT / "tests" / "fixtures" / "pipelines" / "person_detect_mini.yaml"
@@ -78,7 +78,7 @@ def test_encodings_do_not_depend_on_the_callers_thread_count(tmp_path: Path) -> 
     import numpy as np
     import torch
 
-    from edgegate.quantize import QuantizeSettings, quantize_graph
+    from edgegate.run.quantize import QuantizeSettings, quantize_graph
     from edgegate.zoo import mtcnn
 
     rng = np.random.default_rng(0)

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgegate import scorers
+from edgegate.packs import scorers
 from edgegate.errors import UnknownNameError
-from edgegate.promptpack import Sample
-from edgegate.scorers import (
+from edgegate.packs.promptpack import Sample
+from edgegate.packs.scorers import (
     DetectionScorer,
     ScoreResult,
     average_precision,

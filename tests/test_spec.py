@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgegate.errors import SpecError, UnknownNameError
-from edgegate.spec import (
+from edgegate.config import (
     AdbDevice,
     AihubDevice,
     CpuDevice,

@@ -24,7 +24,7 @@ from test_targets_local import _qdq_model
 
 from edgegate.errors import CompileError, SpecError, TargetError
 from edgegate.metrics import Source
-from edgegate.spec import AdbDevice, SshDevice, load_device
+from edgegate.config import AdbDevice, SshDevice, load_device
 from edgegate.targets import target_for_device
 from edgegate.targets.local import QnnEmulatorTarget
 from edgegate.targets.qnn_remote import QnnRemoteTarget

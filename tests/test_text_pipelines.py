@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edgegate.metrics import Source
-from edgegate.pipeline import RunOptions, run_pipeline
-from edgegate.scorers import get_scorer
+from edgegate.run.pipeline import RunOptions, run_pipeline
+from edgegate.packs.scorers import get_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "tests" / "fixtures" / "pipelines"

@@ -60,7 +60,7 @@ def test_minilm_feeds_and_truncation() -> None:
 def test_minilm_exports_without_gathernd(tmp_path: Path) -> None:
     import onnx
 
-    from edgegate.models import GraphSource, export_fp32_onnx
+    from edgegate.run.models import GraphSource, export_fp32_onnx
 
     src = GraphSource("encoder", "edgegate.zoo.minilm:minilm", {"layers": 1}, None, None,
                       mini.INPUT_NAMES, ((1, 16),) * 4, ("token_embeddings",))

@@ -10,7 +10,7 @@
   (microseconds) become the latency samples, ``estimated_inference_peak_memory`` and its
   range (bytes) the peak memory, first/warm load times the load time, and the per-layer
   ``compute_unit`` the NPU/GPU/CPU layer counts (``details["placement"]``).
-* run_batch: one inference job per graph and batch of feeds (``edgegate.batching`` groups
+* run_batch: one inference job per graph and batch of feeds (``edgegate.run.batching`` groups
   an adapter's calls), on a dataset uploaded once per content digest.
 
 Jobs go through ``HubSession``: ledger, resume, retries, timeouts.

@@ -503,7 +503,7 @@ def torch_runner(modules: dict[str, nn.Module]) -> GraphRunner:
 
 def _disagree(a: dict[str, np.ndarray], b: dict[str, np.ndarray], iou: float = 0.5) -> bool:
     """Two detection sets disagree unless their boxes pair up one to one at IoU >= `iou`."""
-    from edgegate.scorers import iou_matrix
+    from edgegate.packs.scorers import iou_matrix
 
     ba, bb = np.asarray(a["boxes"]).reshape(-1, 4), np.asarray(b["boxes"]).reshape(-1, 4)
     if len(ba) != len(bb):

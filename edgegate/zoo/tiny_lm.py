@@ -260,7 +260,7 @@ def ensure_checkpoint(
     force: bool = False,
 ) -> Path:
     """The cached checkpoint for (pack, configs), training it first if it is missing."""
-    from edgegate.promptpack import load_promptpack
+    from edgegate.packs.promptpack import load_promptpack
 
     loaded = load_promptpack(pack, verify=True)
     if loaded.task.value != "language-modeling":

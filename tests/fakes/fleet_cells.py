@@ -8,7 +8,7 @@ from a seeded generator. ``plan`` says how each (cell, attempt) behaves tonight:
 the device time of a run (benchmarks). ``record`` appends (device, start, end) of every
 attempt to a file, to check that no board ever ran two cells at once.
 
-Run as a script it is a stand-in for ``python -m edgegate.fleet_cell`` (same arguments):
+Run as a script it is a stand-in for ``python -m edgegate.fleet.cell`` (same arguments):
 a pipeline file whose name contains ``hang`` starts a child ``sleep`` (pid written next to
 the result) and sleeps; ``crash`` exits without a result; anything else sleeps
 $EDGEGATE_FAKE_CELL_SLEEP seconds (a device's time, simulated) and writes an ok run.
@@ -98,7 +98,7 @@ class ScriptedRunner:
     record: str | None = None
 
     def __call__(self, task: Any, attempt: int) -> Any:
-        from edgegate.fleet import AttemptResult
+        from edgegate.fleet.run import AttemptResult
 
         behaviour = self.plan.get(task.cell_id, {}).get(attempt, "ok")
         start = time.time()

@@ -27,7 +27,7 @@ import numpy as np
 from edgegate.errors import UnknownNameError
 
 if TYPE_CHECKING:
-    from edgegate.promptpack import Sample
+    from edgegate.packs.promptpack import Sample
 
 logger = logging.getLogger(__name__)
 

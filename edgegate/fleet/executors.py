@@ -4,7 +4,7 @@
   across processes on one host (two fleets, or a fleet and a benchmark script, never share a
   board); the kernel drops it when the holder dies. Boards shared by several hosts are kept
   apart by the Dask resource mapping instead (one host owns a board and advertises it).
-* ``SubprocessRunner``: one attempt of one cell = ``python -m edgegate.fleet_cell`` in its own
+* ``SubprocessRunner``: one attempt of one cell = ``python -m edgegate.fleet.cell`` in its own
   process group; a crash stays in that process and the per-run timeout ends the whole tree
   (SIGTERM, a grace period for the run row's final status, then SIGKILL).
 * ``LocalExecutor`` (threads, each driving its cell's subprocesses) and ``DaskExecutor``
@@ -33,7 +33,7 @@ from edgegate.db import pid_alive
 from edgegate.errors import InputError, TargetError
 
 if TYPE_CHECKING:
-    from edgegate.fleet import AttemptResult, CellTask
+    from edgegate.fleet.run import AttemptResult, CellTask
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +143,15 @@ def _alive(pid: int) -> bool:
 class SubprocessRunner:
     """Run one attempt as ``<command> --pipeline ... --result FILE`` in its own process group.
 
-    ``command`` defaults to ``python -m edgegate.fleet_cell``; tests give a stand-in with the
+    ``command`` defaults to ``python -m edgegate.fleet.cell``; tests give a stand-in with the
     same arguments. The cell's output goes to ``<out_dir>/logs/<cell>-attempt<N>.log``.
     """
 
-    command: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "edgegate.fleet_cell"))
+    command: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "edgegate.fleet.cell"))
     env: dict[str, str] | None = None
 
     def __call__(self, task: CellTask, attempt: int) -> AttemptResult:
-        from edgegate.fleet import AttemptResult
+        from edgegate.fleet.run import AttemptResult
 
         out = Path(task.out_dir)
         stem = f"{task.cell_id}-attempt{attempt}"

@@ -17,7 +17,7 @@ from edgegate import __version__
 from edgegate.metrics import Measurement, get_metric
 
 if TYPE_CHECKING:
-    from edgegate.pipeline import PipelineResult, VariantResult
+    from edgegate.run.pipeline import PipelineResult, VariantResult
 
 REPORT_SCHEMA = "https://edgegate.dev/report/v1"
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from edgegate import __version__
 from edgegate.metrics import MetricKind, get_metric
-from edgegate.report import write_json_report
+from edgegate.report.run_report import write_json_report
 
 if TYPE_CHECKING:
     from edgegate.db import ExperimentDB
-    from edgegate.fleet import CellResult, FleetResult
+    from edgegate.fleet.run import CellResult, FleetResult
 
 FLEET_REPORT_SCHEMA = "https://edgegate.dev/fleet-report/v1"
 LATENCY_METRIC = "inference_time_ms"
@@ -100,7 +100,7 @@ def _cell_report(cell: CellResult, fleet: str, nights: int, db: ExperimentDB, st
 
 
 def build_fleet_report(result: FleetResult, db: ExperimentDB) -> dict[str, Any]:
-    from edgegate.fleet_store import FleetStore
+    from edgegate.fleet.store import FleetStore
 
     store = FleetStore(db)
     return {

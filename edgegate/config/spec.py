@@ -71,8 +71,49 @@ class _FieldProblem(ValueError):
 
 
 class _Spec(BaseModel):
+    """A schema loaded from a file: it remembers the file, its directory and each field's
+    YAML line (from the loader's validation context), so later checks can name them."""
+
     # strict: YAML already types its scalars; "8" for an int is a mistake, not a hint.
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    _source_path: Path | None = PrivateAttr(default=None)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        ctx = context if isinstance(context, dict) else {}
+        if "source_path" in ctx:
+            self._source_path = Path(ctx["source_path"])
+        if "base_dir" in ctx:
+            self._base_dir = Path(ctx["base_dir"])
+        self._lines = dict(ctx.get("lines", {}))
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file as the caller named it; None for a model built from a dict."""
+        return self._source_path
+
+    @property
+    def base_dir(self) -> Path:
+        """The file's absolute directory, against which relative paths in it resolve."""
+        return self._base_dir
+
+    def resolve_path(self, value: str) -> Path:
+        """Absolute, normalised path of ``value`` relative to the file's directory."""
+        return _join(self._base_dir, value)
+
+    def line_of(self, *field: str | int) -> int | None:
+        """YAML line of a field path, e.g. ``line_of("device")``; None when unknown."""
+        return self._lines.get(tuple(field))
+
+    def error(self, field_path: tuple[str | int, ...], problem: str) -> SpecError:
+        """A SpecError naming this file, the field path and its line."""
+        name = getattr(self, "name", None)
+        return SpecError(
+            str(self._source_path or name), _render(tuple(field_path)) or None, problem,
+            self.line_of(*field_path),
+        )
 
 
 def _context_base_dir(info: ValidationInfo) -> Path:
@@ -269,7 +310,7 @@ def _gate_item(value: Any) -> Any:
 
 
 class AdversarialSpec(_Spec):
-    """Differential FP32-vs-INT8 search (edgegate.adversarial); off when the section is absent."""
+    """Differential FP32-vs-INT8 search (edgegate.run.adversarial); off when the section is absent."""
 
     seeds: PositiveInt = 16  # PromptPack eval samples used as seeds
     epsilon: Annotated[float, Field(gt=0.0, le=64.0)] = 8.0  # L-infinity budget, 0..255 pixel units
@@ -298,31 +339,6 @@ class PipelineSpec(_Spec):
     adversarial: AdversarialSpec | None = None
     gates: list[Annotated[GateSpec, BeforeValidator(_gate_item)]] = Field(default_factory=list)
 
-    _source_path: Path | None = PrivateAttr(default=None)
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
-    _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
-
-    def model_post_init(self, context: Any, /) -> None:
-        ctx = context if isinstance(context, dict) else {}
-        if "source_path" in ctx:
-            self._source_path = Path(ctx["source_path"])
-        if "base_dir" in ctx:
-            self._base_dir = Path(ctx["base_dir"])
-        self._lines = dict(ctx.get("lines", {}))
-
-    @property
-    def source_path(self) -> Path | None:
-        """The file as the caller named it; None for a spec built from a dict."""
-        return self._source_path
-
-    @property
-    def base_dir(self) -> Path:
-        return self._base_dir
-
-    def resolve_path(self, value: str) -> Path:
-        """Absolute, normalised path of ``value`` relative to the pipeline's directory."""
-        return _join(self._base_dir, value)
-
     @property
     def promptpack_path(self) -> Path:
         return self.resolve_path(self.evaluation.promptpack)
@@ -350,10 +366,6 @@ class PipelineSpec(_Spec):
     def parsed_gates(self) -> list[Gate]:
         return [g.gate for g in self.gates]
 
-    def line_of(self, *field: str | int) -> int | None:
-        """YAML line of a field path, e.g. ``line_of("device")``; None when unknown."""
-        return self._lines.get(tuple(field))
-
 
 # --------------------------------------------------------------------------- devices
 
@@ -375,18 +387,6 @@ class _DeviceBase(_Spec):
     tags: list[str] = Field(default_factory=list)
     chipset: str | None = None
     arch: HexagonArch | None = None
-
-    _source_path: Path | None = PrivateAttr(default=None)
-
-    def model_post_init(self, context: Any, /) -> None:
-        ctx = context if isinstance(context, dict) else {}
-        if "source_path" in ctx:
-            self._source_path = Path(ctx["source_path"])
-
-    @property
-    def source_path(self) -> Path | None:
-        """The device file as loaded (relative to the cwd where possible)."""
-        return self._source_path
 
 
 class CpuDevice(_DeviceBase):
@@ -932,3 +932,8 @@ def config_digest(pipeline: PipelineSpec, device: DeviceSpec) -> str:
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# Public names for the fleet file's schema, which shares the spec machinery.
+SpecModel = _Spec
+devices_dirs = _devices_dirs

@@ -1,4 +1,4 @@
-"""One attempt of one fleet cell, in its own process: ``python -m edgegate.fleet_cell``.
+"""One attempt of one fleet cell, in its own process: ``python -m edgegate.fleet.cell``.
 
 The same run as ``edgegate run PIPELINE --device DEVICE``; instead of a table it writes a
 small JSON result (run ids, gate results, verdict, or the error) to ``--result``, which the
@@ -34,7 +34,7 @@ def _gates(result: Any) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgegate.fleet_cell", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edgegate.fleet.cell", description=__doc__)
     parser.add_argument("--pipeline", required=True)
     parser.add_argument("--device", required=True)
     parser.add_argument("--db", required=True)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from edgegate.errors import EdgeGateError
-    from edgegate.pipeline import RunOptions, run_pipeline
+    from edgegate.run.pipeline import RunOptions, run_pipeline
     from edgegate.progress import Progress
 
     try:

@@ -32,7 +32,7 @@ from edgegate.artifacts import sha256_file
 from edgegate.errors import EdgeGateError, InputError, VerificationError
 
 # The signing layer, re-exported: the evidence API is this one module.
-from edgegate.signing import (  # noqa: F401
+from edgegate.report.signing import (  # noqa: F401
     KEY_ENV,
     PROJECT_CONFIG,
     generate_keypair,
@@ -46,7 +46,7 @@ from edgegate.signing import (  # noqa: F401
 )
 
 if TYPE_CHECKING:
-    from edgegate.pipeline import PipelineResult
+    from edgegate.run.pipeline import PipelineResult
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -477,7 +477,7 @@ def check_subjects(
 def _check_pack(name: str, want: str, promptpack: Path | None, problems: list[str]) -> SubjectStatus:
     if promptpack is None:
         return SubjectStatus.NOT_CHECKED
-    from edgegate.promptpack import load_promptpack
+    from edgegate.packs.promptpack import load_promptpack
 
     try:
         pack = load_promptpack(promptpack, verify=True)

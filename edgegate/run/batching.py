@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgegate.adapters import predict_sample
+from edgegate.packs.adapters import predict_sample
 
 # graph, [feeds of each call] -> [outputs of each call], in order
 BatchRunner = Callable[[str, list[dict[str, np.ndarray]]], list[list[np.ndarray]]]

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgegate.artifacts import sha256_file
 from edgegate.errors import InputError, PackIntegrityError, SpecError, UnknownNameError
-from edgegate.scorers import scorer_names, unknown_scorer_message
+from edgegate.packs.scorers import scorer_names, unknown_scorer_message
 
 logger = logging.getLogger(__name__)
 

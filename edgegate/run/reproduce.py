@@ -1,6 +1,6 @@
 """Reproducibility: quantize and compile twice in fresh processes, compare bytes.
 
-Two worker processes (``python -m edgegate.reproduce REQUEST.json``) each quantize every
+Two worker processes (``python -m edgegate.run.reproduce REQUEST.json``) each quantize every
 graph with the run's settings and the same calibration batches, then compile the result
 for the run's target. Their encodings, quantized models and compiled artifacts are
 compared by sha256 with each other and with the run's own artifacts. On a mismatch the
@@ -43,9 +43,9 @@ class ReproResult:
 
 
 def _worker(request: Mapping[str, Any]) -> dict[str, Any]:
-    from edgegate.models import load_torch_model
-    from edgegate.pipeline import load_context, quantize_settings
-    from edgegate.quantize import quantize_graph
+    from edgegate.run.models import load_torch_model
+    from edgegate.run.pipeline import load_context, quantize_settings
+    from edgegate.run.quantize import quantize_graph
 
     ctx = load_context(request["pipeline"], device=request.get("device"), home=Path(request["home"]))
     settings = quantize_settings(ctx)
@@ -112,7 +112,7 @@ def run_workers(
         # torch thread in the run and here alike (quantize.QUANTIZE_THREADS): more threads sum
         # calibration floats in another order and move scales by an ulp.
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        procs.append((subprocess.Popen([sys.executable, "-m", "edgegate.reproduce", str(req_path)],
+        procs.append((subprocess.Popen([sys.executable, "-m", "edgegate.run.reproduce", str(req_path)],
                                        stdout=log, stderr=subprocess.STDOUT, env=env), out, log))
     manifests = []
     for proc, out, log in procs:

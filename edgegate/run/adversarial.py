@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgegate.adapters import GraphRunner
+from edgegate.packs.adapters import GraphRunner
 
 log = logging.getLogger(__name__)
 

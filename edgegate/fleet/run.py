@@ -35,16 +35,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, Sequence, Union
 
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from edgegate.errors import EdgeGateError, SpecError
 from edgegate.progress import Progress
-from edgegate.spec import (
+from edgegate.config import (
     Name,
     NonNegativeInt,
     PositiveInt,
-    _devices_dirs,
-    _Spec,
+    devices_dirs,
+    SpecModel,
     load_device,
     load_pipeline,
     load_spec_file,
@@ -73,12 +73,12 @@ FAILING_GATE = ("fail", "missing")  # as gates.verdict: n/a does not fail
 # ----------------------------------------------------------------------------- the fleet file
 
 
-class ExcludeSpec(_Spec):
+class ExcludeSpec(SpecModel):
     pipeline: Name | None = None
     device: Name | None = None
 
 
-class FleetSpec(_Spec):
+class FleetSpec(SpecModel):
     """A fleet file: the matrix, how to run it, and what counts as a regression."""
 
     name: Name
@@ -100,16 +100,6 @@ class FleetSpec(_Spec):
     evidence: Literal["on-pass", "always", "never"] = "on-pass"
     # a cell failing its gates exactly as on the previous night is reported; exit 1 for it too?
     known_failures_fail: bool = False
-
-    _source_path: Path | None = PrivateAttr(default=None)
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
-    _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
-
-    def model_post_init(self, context: Any, /) -> None:
-        ctx = context if isinstance(context, dict) else {}
-        self._source_path = Path(ctx["source_path"]) if "source_path" in ctx else None
-        self._base_dir = Path(ctx.get("base_dir", Path.cwd()))
-        self._lines = dict(ctx.get("lines", {}))
 
     @field_validator("pipelines")
     @classmethod
@@ -148,21 +138,6 @@ class FleetSpec(_Spec):
                 raise ValueError(exc.message) from None
         return value
 
-    @property
-    def source_path(self) -> Path | None:
-        return self._source_path
-
-    @property
-    def base_dir(self) -> Path:
-        return self._base_dir
-
-    def line_of(self, *field: str | int) -> int | None:
-        return self._lines.get(tuple(field))
-
-    def error(self, field_path: tuple[str | int, ...], problem: str) -> SpecError:
-        where = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in field_path).replace(".[", "[")
-        return SpecError(str(self._source_path or self.name), where, problem, self.line_of(*field_path))
-
 
 def load_fleet(path: str | Path) -> FleetSpec:
     """Load and validate a fleet file (pipeline files must exist; paths relative to the file)."""
@@ -189,7 +164,7 @@ class Cell:
 
 def _device_files(spec: FleetSpec) -> tuple[list[Path], list[Path]]:
     """The directories device names resolve in (first wins) and every device file in them."""
-    dirs = _devices_dirs(spec.base_dir / spec.devices_dir if spec.devices_dir else None, spec.base_dir)
+    dirs = devices_dirs(spec.base_dir / spec.devices_dir if spec.devices_dir else None, spec.base_dir)
     files: dict[str, Path] = {}
     for d in dirs:
         for p in sorted(d.iterdir()):
@@ -428,7 +403,7 @@ def _attempt(task: CellTask, runner: CellRunner, n: int) -> AttemptResult:
 
 def execute_cell(task: CellTask, runner: CellRunner) -> CellResult:
     """Run one cell to a final status (step 4 of the module docstring); never raises."""
-    from edgegate.fleet_exec import device_lock
+    from edgegate.fleet.executors import device_lock
 
     t0 = time.monotonic()
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -506,7 +481,7 @@ class FleetOptions:
     out_dir: Path | None = None  # default: <home>/fleet/<name>/<fleet run id>
     db_url: str | None = None
     home: Path | None = None
-    runner: CellRunner | None = None  # default: SubprocessRunner (python -m edgegate.fleet_cell)
+    runner: CellRunner | None = None  # default: SubprocessRunner (python -m edgegate.fleet.cell)
     progress: Progress = field(default_factory=lambda: Progress(quiet=True))
     write_reports: bool = True
 
@@ -556,9 +531,9 @@ def _absolute_db_url(url: str) -> str:
 def run_fleet(fleet: str | Path | FleetSpec, options: FleetOptions | None = None) -> FleetResult:
     """Run every cell of a fleet (steps in the module docstring) and return the result."""
     from edgegate.db import ExperimentDB, default_url
-    from edgegate.evidence import utc_timestamp
-    from edgegate.fleet_exec import LocalExecutor, SubprocessRunner, executor_for
-    from edgegate.fleet_store import FleetStore
+    from edgegate.report.evidence import utc_timestamp
+    from edgegate.fleet.executors import LocalExecutor, SubprocessRunner, executor_for
+    from edgegate.fleet.store import FleetStore
 
     opts = options or FleetOptions()
     progress = opts.progress
@@ -627,7 +602,7 @@ def run_fleet(fleet: str | Path | FleetSpec, options: FleetOptions | None = None
     )
     store.finish(fleet_run_id, "done", exit_code, {"counts": result.counts(), "wall_s": result.wall_s})
     if opts.write_reports:
-        from edgegate.fleet_report import build_fleet_report, write_fleet_reports
+        from edgegate.fleet.report import build_fleet_report, write_fleet_reports
 
         result.reports = write_fleet_reports(build_fleet_report(result, db), out_dir)
     return result

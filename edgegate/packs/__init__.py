@@ -1,0 +1,1 @@
+"""PromptPacks: samples, loading and verification, scorers, adapters."""

@@ -1,0 +1,1 @@
+"""One pipeline run: context, stages, runners, the orchestrator and its helpers."""
