@@ -36,7 +36,7 @@ import numpy as np
 from edgegate.artifacts import digest_json, sha256_file
 from edgegate.errors import InputError, TargetError
 from edgegate.metrics import Source
-from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming
+from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming, TargetBase
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,13 @@ class _AihubSession:
         return self.target.run_batch(self.compiled, [dict(feeds)])[0]
 
 
-class AihubTarget:
+class AihubTarget(TargetBase):
     """A device on Qualcomm AI Hub (source ``aihub-profile``); runs FP32 and INT8 graphs."""
 
     source = Source.AIHUB_PROFILE
     runs_fp32 = True
     max_parallel_compiles = 8  # the hosted farm runs jobs in parallel: compile every graph at once
+    batches_calls = True  # one inference job per graph and batch of feeds
 
     def __init__(self, device: Any) -> None:
         self.spec = device

@@ -7,6 +7,7 @@ measurements (every latency sample); summaries are computed in ``edgegate.stats`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -63,11 +64,18 @@ class GraphSession(Protocol):
 
 
 class Target(Protocol):
-    """One way of reaching hardware (local CPU, QNN HTP emulator, AI Hub, a board)."""
+    """One way of reaching hardware (local CPU, QNN HTP emulator, AI Hub, a board).
+
+    Every capability the orchestrator uses is listed here; the optional ones have defaults
+    in ``TargetBase``, which every target derives from, so nothing is probed with getattr.
+    """
 
     name: str
     source: Source  # where this target's timings come from
     runs_fp32: bool  # can run the FP32 baseline (else the baseline runs on the host CPU)
+    max_parallel_compiles: int  # graphs compiled at once (remote farms: all; host: one)
+    allow_cpu_fallback: bool  # ops the NPU cannot run may fall back to the CPU (part of the compile key)
+    batches_calls: bool  # run_batch runs many calls of one graph as one job (remote targets)
 
     def describe(self) -> dict[str, Any]:
         """Kind, name, chipset, arch, runtime versions: for reports and evidence."""
@@ -91,6 +99,71 @@ class Target(Protocol):
         """Time every graph: `warmup` untimed then `repeats` timed runs per graph in each of
         `processes` fresh benchmark processes (where the target can start them)."""
         ...
+
+    def run_batch(
+        self, compiled: CompiledGraph, feeds_list: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[list[np.ndarray]]:
+        """Outputs of many calls of one graph, as one job (only where ``batches_calls``)."""
+        ...
+
+    def attach_run(self, db: Any, run_id: int) -> None:
+        """Record remote jobs against this database run (AI Hub's job ledger)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop waiting for jobs in flight (Ctrl-C, SIGTERM, a failed graph)."""
+        ...
+
+    def close(self) -> None:
+        """Release the target after a variant: scratch files on a board, connections."""
+        ...
+
+
+class TargetBase(ABC):
+    """Defaults for a target's optional capabilities; a target overrides what it has."""
+
+    name: str
+    source: Source
+    runs_fp32: bool = False
+    max_parallel_compiles: int = 1
+    allow_cpu_fallback: bool = False
+    batches_calls: bool = False
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def compile(self, graph: str, onnx_path: Path, out_dir: Path) -> CompiledGraph: ...
+
+    @abstractmethod
+    def open(self, compiled: CompiledGraph) -> GraphSession: ...
+
+    @abstractmethod
+    def benchmark(
+        self,
+        compiled: Sequence[CompiledGraph],
+        feeds: Mapping[str, Mapping[str, np.ndarray]],
+        *,
+        warmup: int,
+        repeats: int,
+        min_seconds: float,
+        work_dir: Path,
+        processes: int = 1,
+    ) -> BenchmarkResult: ...
+
+    def run_batch(
+        self, compiled: CompiledGraph, feeds_list: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[list[np.ndarray]]:
+        raise NotImplementedError(f"{type(self).__name__} runs one call at a time (batches_calls is False)")
+
+    def attach_run(self, db: Any, run_id: int) -> None:
+        return None
+
+    def cancel(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 def merge_processes(results: Sequence[BenchmarkResult], process_ids: Sequence[int] | None = None) -> BenchmarkResult:

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgegate.errors import CompileError, TargetError
 from edgegate.metrics import Source
-from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming, merge_processes
+from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming, TargetBase, merge_processes
 from edgegate.targets.ort_runtime import open_session
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class _OrtSession:
         return self._sess.run(None, dict(feeds))
 
 
-class _OrtTarget:
+class _OrtTarget(TargetBase):
     """What the CPU and emulator targets share: sessions, the worker, describe()."""
 
     name: str
@@ -60,9 +60,6 @@ class _OrtTarget:
 
     def _provider_options(self) -> dict[str, str]:
         return {}
-
-    def _allow_fallback(self) -> bool:
-        return False
 
     def _threads(self) -> int | None:
         return None
@@ -73,7 +70,7 @@ class _OrtTarget:
                 str(compiled.artifact),
                 self._kind,
                 self._provider_options(),
-                allow_cpu_fallback=self._allow_fallback(),
+                allow_cpu_fallback=self.allow_cpu_fallback,
                 intra_op_threads=self._threads(),
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail type
@@ -107,7 +104,7 @@ class _OrtTarget:
         request = {
             "kind": self._kind,
             "provider_options": self._provider_options(),
-            "allow_cpu_fallback": self._allow_fallback(),
+            "allow_cpu_fallback": self.allow_cpu_fallback,
             "intra_op_threads": self._threads(),
             "graphs": graphs,
             "warmup": warmup,
@@ -250,9 +247,6 @@ class QnnEmulatorTarget(_OrtTarget):
         if self.htp_arch:
             opts["htp_arch"] = str(self.htp_arch)
         return opts
-
-    def _allow_fallback(self) -> bool:
-        return self.allow_cpu_fallback
 
     def describe(self) -> dict[str, Any]:
         return {

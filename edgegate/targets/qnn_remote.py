@@ -39,7 +39,7 @@ import numpy as np
 
 from edgegate.errors import EdgeGateError, InputError, SpecError, TargetError
 from edgegate.metrics import Source
-from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming
+from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming, TargetBase
 from edgegate.targets.qnn_prepare import (
     Prepared,
     TensorInfo,
@@ -95,7 +95,7 @@ class _RemoteSession:
         return res.outputs[0]
 
 
-class QnnRemoteTarget:
+class QnnRemoteTarget(TargetBase):
     """qnn-net-run on a board over ssh or adb (see the module docstring)."""
 
     source = Source.DEVICE
@@ -187,7 +187,10 @@ class QnnRemoteTarget:
             self._sessions_tmp = Path(tempfile.mkdtemp(prefix="edgegate-qnn-"))
         return self._sessions_tmp
 
-    def close(self) -> str | None:
+    def close(self) -> None:
+        self.cleanup()
+
+    def cleanup(self) -> str | None:
         """Remove the board's scratch directory and disconnect; the problem as text, if any."""
         problem = None
         if self._runner_obj is not None:
@@ -258,7 +261,7 @@ class QnnRemoteTarget:
                 timings.append(GraphTiming(c.graph, samples, warmup, statistics.fmean(inits) if inits else 0.0,
                                            tuple(range(len(samples)))))
         except BaseException as exc:
-            problem = self.close()
+            problem = self.cleanup()
             if isinstance(exc, EdgeGateError):
                 extra = f"; {problem}" if problem else ""
                 raise TargetError(f"{self.name}: {exc.message}; partial results kept in {out}{extra}") from exc
