@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fakes.db_writers import concurrent_writes  # noqa: E402
 
-from edgegate.fleet.run import FleetOptions, run_fleet  # noqa: E402
+from edgegate.fleet.model import FleetOptions  # noqa: E402
+from edgegate.fleet.run import run_fleet  # noqa: E402
 from edgegate.fleet.executors import SubprocessRunner  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fleet_bench.json"
@@ -121,10 +122,10 @@ def _writes(url: str, runs: int) -> dict:
     the database does not hold."""
     from sqlalchemy import create_engine, func, select
 
-    from edgegate.db import LatencySampleRow, MetricRow, RunRow, _with_driver
+    from edgegate.db import LatencySampleRow, MetricRow, RunRow, engine_url
 
     r = concurrent_writes(url, 8, runs, 50)
-    engine = create_engine(_with_driver(url))
+    engine = create_engine(engine_url(url))
     with engine.connect() as conn:
         held = {k: conn.execute(select(func.count()).select_from(t)).scalar_one()
                 for k, t in (("runs", RunRow), ("metrics", MetricRow), ("latency_samples", LatencySampleRow))}

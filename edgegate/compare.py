@@ -60,7 +60,6 @@ DEFAULT_THRESHOLDS: dict[str, ThresholdValue] = {
     MetricKind.TIME.value: "25%",
     MetricKind.SIZE.value: "1%",
 }
-TIMING_KINDS = (MetricKind.LATENCY, MetricKind.MEMORY, MetricKind.TIME)
 
 
 def _parse_threshold(value: ThresholdValue, where: str) -> tuple[float, bool]:
@@ -149,6 +148,12 @@ def _status(name: str, delta: float, threshold: float) -> str:
     return "improved" if better else "regressed"
 
 
+def _latency_significant(p_value: float, lo: float, hi: float) -> bool:
+    """A latency change is real when the test rejects (p < LATENCY_ALPHA) and the ratio's CI
+    excludes 1 (no change)."""
+    return p_value < LATENCY_ALPHA and not (lo <= 1.0 <= hi)
+
+
 def _latency_stats(ev: Evidence) -> dict[str, Any] | None:
     graphs = sorted(set(ev.baseline_latency) & set(ev.candidate_latency))
     if not graphs:
@@ -169,7 +174,7 @@ def _latency_stats(ev: Evidence) -> dict[str, Any] | None:
         out = {
             "test": r.test, "unit": "process", "processes": [len(bp), len(cp)],
             "ratio": r.ratio, "ratio_ci": [r.lo, r.hi], "p_value": r.p_value,
-            "significant": r.p_value < LATENCY_ALPHA and not (r.lo <= 1.0 <= r.hi),
+            "significant": _latency_significant(r.p_value, r.lo, r.hi),
         }
         # The smallest two-sided p the rank test can give with this many processes.
         floor = 2 / 2 ** len(keys) if keys else 2 / math.comb(len(bp) + len(cp), len(bp))
@@ -189,7 +194,7 @@ def _latency_stats(ev: Evidence) -> dict[str, Any] | None:
         "ratio_ci": [lo, hi],
         "p_value": p,
         "p_values": pvals,
-        "significant": p < LATENCY_ALPHA and not (lo <= 1.0 <= hi),
+        "significant": _latency_significant(p, lo, hi),
     }
 
 
@@ -254,7 +259,7 @@ def compare_metrics(
             "threshold": thr, "unit": defn.unit, "direction": defn.direction.value,
         }
         status = _status(name, delta, thr)
-        if sources is not None and defn.kind in TIMING_KINDS:
+        if sources is not None and defn.timing:
             sb, sc = sources[0].get(name), sources[1].get(name)
             if sb != sc:
                 entry.update({"status": "incomparable", "note": f"sources differ: {sb} vs {sc}", "significant": None})

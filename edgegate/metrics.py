@@ -6,9 +6,8 @@ name is an error with a "did you mean" hint, never a guess.
 
 from __future__ import annotations
 
-import re
-
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -130,77 +129,60 @@ def all_metrics() -> list[MetricDef]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
-def _builtin(
-    name: str, unit: str, direction: Direction, kind: MetricKind, description: str
-) -> None:
-    register_metric(MetricDef(name, unit, direction, kind, description))
-
-
 _H, _L = Direction.HIGHER, Direction.LOWER
+_QUALITY, _LOSS, _LATENCY, _TIME, _MEMORY, _SIZE, _PLACEMENT = (
+    MetricKind.QUALITY, MetricKind.LOSS, MetricKind.LATENCY, MetricKind.TIME, MetricKind.MEMORY,
+    MetricKind.SIZE, MetricKind.PLACEMENT,
+)
 
-# Quality scores, 0..1.
-_builtin("accuracy", "ratio", _H, MetricKind.QUALITY, "fraction of samples predicted correctly")
-_builtin("precision", "ratio", _H, MetricKind.QUALITY, "true positives / predicted positives")
-_builtin("recall", "ratio", _H, MetricKind.QUALITY, "true positives / actual positives")
-_builtin("f1", "ratio", _H, MetricKind.QUALITY, "harmonic mean of precision and recall")
-_builtin("map50", "ratio", _H, MetricKind.QUALITY, "mean average precision at IoU 0.5")
-_builtin(
-    "baseline_agreement",
-    "ratio",
-    _H,
-    MetricKind.QUALITY,
-    "fraction of samples where the candidate's output matches the FP32 baseline's",
+# The built-in metrics as data: (name, unit, direction, kind, description).
+_BUILTINS: tuple[tuple[str, str, Direction, MetricKind, str], ...] = (
+    # Quality scores, 0..1.
+    ("accuracy", "ratio", _H, _QUALITY, "fraction of samples predicted correctly"),
+    ("precision", "ratio", _H, _QUALITY, "true positives / predicted positives"),
+    ("recall", "ratio", _H, _QUALITY, "true positives / actual positives"),
+    ("f1", "ratio", _H, _QUALITY, "harmonic mean of precision and recall"),
+    ("map50", "ratio", _H, _QUALITY, "mean average precision at IoU 0.5"),
+    ("baseline_agreement", "ratio", _H, _QUALITY,
+     "fraction of samples where the candidate's output matches the FP32 baseline's"),
+    ("macro_f1", "ratio", _H, _QUALITY, "unweighted mean of the per-class F1 scores"),
+    ("cosine_agreement", "ratio", _H, _QUALITY,
+     "mean cosine similarity between the candidate's and the FP32 baseline's embeddings"),
+    ("next_token_accuracy", "ratio", _H, _QUALITY, "fraction of next tokens predicted exactly"),
+    # Losses.
+    ("loss", "", _L, _LOSS, "mean loss over the evaluation split"),
+    ("perplexity", "", _L, _LOSS, "exp of the mean token cross-entropy"),
+    # Latency: per-inference, summarised by stats.summarize_latency.
+    ("inference_time_ms", "ms", _L, _LATENCY, "median inference latency"),
+    ("latency_min_ms", "ms", _L, _LATENCY, "fastest inference"),
+    ("latency_p90_ms", "ms", _L, _LATENCY, "90th percentile inference latency"),
+    ("latency_p99_ms", "ms", _L, _LATENCY, "99th percentile inference latency"),
+    # One-off times.
+    ("load_time_ms", "ms", _L, _TIME, "time to load the model on the target"),
+    ("compile_time_ms", "ms", _L, _TIME, "time to compile the model for the target"),
+    # Memory.
+    ("peak_memory_mb", "MB", _L, _MEMORY, "peak memory during inference"),
+    ("load_peak_memory_mb", "MB", _L, _MEMORY, "peak memory while loading"),
+    # Sizes.
+    ("model_size_kb", "KB", _L, _SIZE, "the graphs' parameters at their deployed precision"),
+    ("model_size_mb", "MB", _L, _SIZE, "the graphs' parameters at their deployed precision"),
+    ("compiled_size_kb", "KB", _L, _SIZE, "size of the compiled target model(s) on disk"),
+    ("compiled_size_mb", "MB", _L, _SIZE, "size of the compiled target model(s) on disk"),
+    # Reproducibility and robustness.
+    ("reproducible", "bool", _H, _QUALITY,
+     "1 when quantizing and compiling twice in fresh processes gave byte-identical artifacts"),
+    ("adversarial_disagreement_rate", "ratio", _L, _QUALITY,
+     "fraction of seed inputs for which a bounded perturbation makes FP32 and INT8 disagree"),
+    ("adversarial_coverage", "ratio", _H, _QUALITY, "neuron coverage reached by the search"),
+    ("fp32_robustness", "ratio", _H, _QUALITY,
+     "fraction of seeds whose FP32 prediction no searched perturbation changed"),
+    ("int8_robustness", "ratio", _H, _QUALITY,
+     "fraction of seeds whose INT8 prediction no searched perturbation changed"),
+    # Op placement.
+    ("npu_fraction", "ratio", _H, _PLACEMENT, "fraction of graph nodes on the NPU"),
+    ("npu_nodes", "nodes", _H, _PLACEMENT, "graph nodes placed on the NPU"),
+    ("cpu_nodes", "nodes", _L, _PLACEMENT, "graph nodes that fell back to the CPU"),
 )
-_builtin(
-    "macro_f1", "ratio", _H, MetricKind.QUALITY, "unweighted mean of the per-class F1 scores"
-)
-_builtin(
-    "cosine_agreement",
-    "ratio",
-    _H,
-    MetricKind.QUALITY,
-    "mean cosine similarity between the candidate's and the FP32 baseline's embeddings",
-)
-_builtin(
-    "next_token_accuracy", "ratio", _H, MetricKind.QUALITY, "fraction of next tokens predicted exactly"
-)
-# Losses.
-_builtin("loss", "", _L, MetricKind.LOSS, "mean loss over the evaluation split")
-_builtin("perplexity", "", _L, MetricKind.LOSS, "exp of the mean token cross-entropy")
-# Latency: per-inference, summarised by stats.summarize_latency.
-_builtin("inference_time_ms", "ms", _L, MetricKind.LATENCY, "median inference latency")
-_builtin("latency_min_ms", "ms", _L, MetricKind.LATENCY, "fastest inference")
-_builtin("latency_p90_ms", "ms", _L, MetricKind.LATENCY, "90th percentile inference latency")
-_builtin("latency_p99_ms", "ms", _L, MetricKind.LATENCY, "99th percentile inference latency")
-# One-off times.
-_builtin("load_time_ms", "ms", _L, MetricKind.TIME, "time to load the model on the target")
-_builtin("compile_time_ms", "ms", _L, MetricKind.TIME, "time to compile the model for the target")
-# Memory.
-_builtin("peak_memory_mb", "MB", _L, MetricKind.MEMORY, "peak memory during inference")
-_builtin("load_peak_memory_mb", "MB", _L, MetricKind.MEMORY, "peak memory while loading")
-# Sizes.
-_builtin("model_size_kb", "KB", _L, MetricKind.SIZE, "the graphs' parameters at their deployed precision")
-_builtin("model_size_mb", "MB", _L, MetricKind.SIZE, "the graphs' parameters at their deployed precision")
-_builtin("compiled_size_kb", "KB", _L, MetricKind.SIZE, "size of the compiled target model(s) on disk")
-_builtin("compiled_size_mb", "MB", _L, MetricKind.SIZE, "size of the compiled target model(s) on disk")
-_builtin(
-    "reproducible", "bool", _H, MetricKind.QUALITY,
-    "1 when quantizing and compiling twice in fresh processes gave byte-identical artifacts",
-)
-_builtin(
-    "adversarial_disagreement_rate", "ratio", _L, MetricKind.QUALITY,
-    "fraction of seed inputs for which a bounded perturbation makes FP32 and INT8 disagree",
-)
-_builtin("adversarial_coverage", "ratio", _H, MetricKind.QUALITY, "neuron coverage reached by the search")
-_builtin(
-    "fp32_robustness", "ratio", _H, MetricKind.QUALITY,
-    "fraction of seeds whose FP32 prediction no searched perturbation changed",
-)
-_builtin(
-    "int8_robustness", "ratio", _H, MetricKind.QUALITY,
-    "fraction of seeds whose INT8 prediction no searched perturbation changed",
-)
-# Op placement.
-_builtin("npu_fraction", "ratio", _H, MetricKind.PLACEMENT, "fraction of graph nodes on the NPU")
-_builtin("npu_nodes", "nodes", _H, MetricKind.PLACEMENT, "graph nodes placed on the NPU")
-_builtin("cpu_nodes", "nodes", _L, MetricKind.PLACEMENT, "graph nodes that fell back to the CPU")
+
+for _fields in _BUILTINS:
+    register_metric(MetricDef(*_fields))

@@ -69,6 +69,13 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
 
 
+def _percentile_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
+    """(lo, hi): the central ``confidence`` interval of bootstrap draws (percentile method)."""
+    alpha = 1.0 - confidence
+    lo, hi = np.percentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
 def _bootstrap_stats(
     arr: np.ndarray,
     statistic: Callable[..., Any],
@@ -100,9 +107,7 @@ def bootstrap_ci(
     _check_confidence(confidence)
     arr = _as_array(values, "bootstrap_ci")
     boots = _bootstrap_stats(arr, statistic, n_resamples, np.random.default_rng(seed))
-    alpha = 1.0 - confidence
-    lo, hi = np.percentile(boots, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+    return _percentile_interval(boots, confidence)
 
 
 def ratio_of_medians_ci(
@@ -126,9 +131,8 @@ def ratio_of_medians_ci(
     boot_b = _bootstrap_stats(arr_b, np.median, n_resamples, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = boot_b / boot_a
-    alpha = 1.0 - confidence
-    lo, hi = np.percentile(ratios, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(np.median(arr_b)) / med_a, float(lo), float(hi)
+    lo, hi = _percentile_interval(ratios, confidence)
+    return float(np.median(arr_b)) / med_a, lo, hi
 
 
 def mann_whitney_u(
@@ -183,9 +187,8 @@ def sum_of_medians_ratio_ci(
         boot_b += _bootstrap_stats(b, np.median, n_resamples, rng)
     if point_a == 0.0:
         raise ValueError("sum_of_medians_ratio_ci: baseline medians sum to 0")
-    alpha = 1.0 - confidence
-    lo, hi = np.percentile(boot_b / boot_a, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return point_b / point_a, float(lo), float(hi)
+    lo, hi = _percentile_interval(boot_b / boot_a, confidence)
+    return point_b / point_a, lo, hi
 
 
 def process_values(
@@ -247,7 +250,6 @@ def process_ratio_test(
     a = np.log(_as_array(baseline, "baseline process values"))
     b = np.log(_as_array(candidate, "candidate process values"))
     rng = np.random.default_rng(seed)
-    q = [100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2]
     if paired:
         if a.size != b.size:
             raise ValueError(f"process_ratio_test: paired sides differ in length ({a.size} vs {b.size})")
@@ -262,7 +264,7 @@ def process_ratio_test(
                              b[rng.integers(0, b.size, size=(n_resamples, b.size))])
         p = float(_sp.mannwhitneyu(b, a, alternative="two-sided").pvalue)
         test = "mann-whitney-u on process values"
-    lo, hi = np.percentile(boot, q)
+    lo, hi = _percentile_interval(boot, confidence)
     return RatioTest(float(np.exp(point)), float(np.exp(lo)), float(np.exp(hi)), p, test)
 
 
@@ -289,12 +291,10 @@ def paired_bootstrap(
         idx = rng.integers(0, n, size=n)
         for k, v in statistic(idx).items():
             draws.setdefault(k, []).append(float(v))
-    alpha = 1.0 - confidence
     out = {}
     for k, vals in draws.items():
         arr = np.asarray(vals)
         arr = arr[np.isfinite(arr)]
         if arr.size:
-            lo, hi = np.percentile(arr, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-            out[k] = (float(lo), float(hi))
+            out[k] = _percentile_interval(arr, confidence)
     return out

@@ -1,7 +1,5 @@
-"""ExperimentDB: runs, metrics, latency samples, artifacts and goldens.
-
-SQLAlchemy 2.x; SQLite under ``.edgegate/`` by default (WAL, busy timeout), any
-SQLAlchemy URL (e.g. PostgreSQL) by ``--db`` / ``EDGEGATE_DB``.
+"""ExperimentDB: runs, metrics, latency samples, artifacts, evidence, AI Hub jobs, goldens
+and comparisons, read and written through one small API (callers never see a Session).
 
 A run row exists from the moment the run starts; ``finish_run`` is always called (the
 orchestrator uses try/finally), and rows left "running" by a process that died are
@@ -11,174 +9,30 @@ marked "aborted" the next time the database is opened on that host.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    event,
-    inspect,
-    select,
-    text,
-)
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
+from edgegate.db.engine import default_url, first_line, open_engine, pid_alive
+from edgegate.db.schema import (
+    AihubJobRow,
+    ArtifactRow,
+    ComparisonMetricRow,
+    ComparisonRow,
+    EvidenceRow,
+    GoldenRow,
+    LatencySampleRow,
+    MetricRow,
+    RunRow,
+    utcnow,
+)
 from edgegate.errors import InputError
-
-DEFAULT_DB_DIR = ".edgegate"
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class RunRow(Base):
-    __tablename__ = "runs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    invocation: Mapped[str] = mapped_column(String(64), index=True)
-    pipeline: Mapped[str] = mapped_column(String(200), index=True)
-    device: Mapped[str] = mapped_column(String(200), index=True)
-    variant: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), index=True)  # running|passed|failed|completed|error|aborted
-    model_digest: Mapped[str | None] = mapped_column(String(80))
-    pack_digest: Mapped[str | None] = mapped_column(String(80))
-    config_digest: Mapped[str | None] = mapped_column(String(80))
-    golden_run_id: Mapped[int | None] = mapped_column(Integer)
-    host: Mapped[str] = mapped_column(String(200))
-    pid: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    error: Mapped[str | None] = mapped_column(Text)
-    report_path: Mapped[str | None] = mapped_column(Text)
-    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-
-
-class MetricRow(Base):
-    __tablename__ = "metrics"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    name: Mapped[str] = mapped_column(String(120))
-    value: Mapped[float] = mapped_column(Float)
-    unit: Mapped[str | None] = mapped_column(String(32))
-    source: Mapped[str] = mapped_column(String(32))
-
-
-class LatencySampleRow(Base):
-    __tablename__ = "latency_samples"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    graph: Mapped[str] = mapped_column(String(120))
-    idx: Mapped[int] = mapped_column(Integer)
-    value_ms: Mapped[float] = mapped_column(Float)
-    source: Mapped[str] = mapped_column(String(32))
-    # which benchmark process took the sample (NULL: unknown, e.g. rows from before processes)
-    process: Mapped[int | None] = mapped_column(Integer, nullable=True)
-
-
-# Columns added after a table first shipped: create_all never alters an existing table, so
-# databases made by an older EdgeGate get them here (nullable, so old rows stay valid).
-_ADDED_COLUMNS = (("latency_samples", "process", "INTEGER"),)
-
-
-class ArtifactRow(Base):
-    __tablename__ = "artifacts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(64))
-    graph: Mapped[str | None] = mapped_column(String(120))
-    path: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str] = mapped_column(String(64))
-    size_bytes: Mapped[int] = mapped_column(Integer)
-
-
-class GoldenRow(Base):
-    __tablename__ = "goldens"
-    pipeline: Mapped[str] = mapped_column(String(200), primary_key=True)
-    device: Mapped[str] = mapped_column(String(200), primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
-    set_at: Mapped[dt.datetime] = mapped_column(DateTime)
-
-
-class ComparisonRow(Base):
-    __tablename__ = "comparisons"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    baseline_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    candidate_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    notes: Mapped[str | None] = mapped_column(Text)
-    verdict: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
-
-
-class ComparisonMetricRow(Base):
-    __tablename__ = "comparison_metrics"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"), index=True)
-    name: Mapped[str] = mapped_column(String(120))
-    baseline: Mapped[float | None] = mapped_column(Float)
-    candidate: Mapped[float | None] = mapped_column(Float)
-    delta: Mapped[float | None] = mapped_column(Float)
-    status: Mapped[str] = mapped_column(String(16))
-    significant: Mapped[int | None] = mapped_column(Integer)  # 1/0, NULL when not tested
-    p_value: Mapped[float | None] = mapped_column(Float)
-    ci_low: Mapped[float | None] = mapped_column(Float)
-    ci_high: Mapped[float | None] = mapped_column(Float)
-
-
-class EvidenceRow(Base):
-    """A signed evidence bundle of a run (its own table: older databases need no migration)."""
-
-    __tablename__ = "evidence"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    path: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str] = mapped_column(String(64))
-    key_id: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
-
-
-class AihubJobRow(Base):
-    """One Qualcomm AI Hub job (or upload) a run used, stored the moment it is submitted.
-
-    ``resume_key`` is the digest of (model digest, device, options, client version): a rerun
-    looks it up and waits on the same job instead of paying for a new one. A new table, so
-    older databases need no migration.
-    """
-
-    __tablename__ = "aihub_jobs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    graph: Mapped[str | None] = mapped_column(String(120))
-    kind: Mapped[str] = mapped_column(String(16))  # compile | profile | inference | upload
-    job_id: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(32))  # SUBMITTED, running states, SUCCESS, FAILED, TIMEOUT
-    device: Mapped[str | None] = mapped_column(String(200))
-    options_digest: Mapped[str | None] = mapped_column(String(80))
-    resume_key: Mapped[str] = mapped_column(String(80), index=True)
-    model_digest: Mapped[str | None] = mapped_column(String(80))
-    client_version: Mapped[str | None] = mapped_column(String(32))
-    reused: Mapped[int] = mapped_column(Integer, default=0)  # 1: a job an earlier run submitted
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    url: Mapped[str | None] = mapped_column(Text)
-    failure_reason: Mapped[str | None] = mapped_column(Text)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # ids a later step needs
 
 
 @dataclass(frozen=True)
@@ -208,38 +62,10 @@ class StoredMetric:
     source: str
 
 
-def default_url() -> str:
-    env = os.environ.get("EDGEGATE_DB")
-    if env:
-        return env
-    return f"sqlite:///{Path(DEFAULT_DB_DIR) / 'edgegate.db'}"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ExperimentDB:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
-        try:
-            if self.url.startswith("sqlite:///"):
-                Path(self.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(_with_driver(self.url), future=True)
-        except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
-            raise InputError(f"--db: cannot open database URL '{self.url}': {_one_line(exc)}") from exc
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            create_tables(self.engine, Base.metadata)
-        except SQLAlchemyError as exc:
-            raise InputError(f"--db: cannot use database '{self.url}': {exc.__class__.__name__}: {_one_line(exc)}") from exc
+        self.engine = open_engine(self.url)
         self._recover_stale()
 
     # -- runs ------------------------------------------------------------------
@@ -405,7 +231,7 @@ class ExperimentDB:
             with Session(self.engine) as s, s.begin():
                 s.add(EvidenceRow(run_id=run_id, path=str(path), sha256=sha256, key_id=key_id, created_at=utcnow()))
         except SQLAlchemyError as exc:
-            raise InputError(f"cannot record evidence of run {run_id} in '{self.url}': {_one_line(exc)}") from exc
+            raise InputError(f"cannot record evidence of run {run_id} in '{self.url}': {first_line(exc)}") from exc
 
     def evidence_for(self, run_id: int) -> list[dict[str, Any]]:
         with Session(self.engine) as s:
@@ -550,47 +376,12 @@ class ExperimentDB:
             }
 
 
+# Rows to the plain values the API hands out (callers never hold an ORM row outside a session).
+
+
 def _ci(m: dict[str, Any]) -> tuple[float | None, float | None]:
     ci = m.get("ci") or m.get("ratio_ci")
     return (float(ci[0]), float(ci[1])) if ci else (None, None)
-
-
-def _with_driver(url: str) -> str:
-    """A bare postgresql:// URL means psycopg 3 (our dependency), not SQLAlchemy's psycopg2 default."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def create_tables(engine: Any, metadata: Any) -> None:
-    """create_all, safe when many processes open a fresh PostgreSQL database at once (a fleet):
-    without the lock two of them race to CREATE TABLE and one fails with DuplicateTable."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(74657)"))  # any constant shared by all callers
-        metadata.create_all(conn)
-        have = inspect(conn)
-        for table, column, sql_type in _ADDED_COLUMNS:
-            if column not in {c["name"] for c in have.get_columns(table)}:
-                try:
-                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
-                except SQLAlchemyError as exc:  # SQLite: another process added it first
-                    if "duplicate column" not in str(exc).lower():
-                        raise
-
-
-def _one_line(exc: BaseException) -> str:
-    """SQLAlchemy appends a '(Background on this error at: ...)' line; keep the first."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
 
 def _aihub_job(row: AihubJobRow) -> dict[str, Any]:
@@ -609,7 +400,3 @@ def _run(row: RunRow) -> Run:
         row.pack_digest, row.config_digest, row.golden_run_id, row.started_at, row.ended_at, row.error,
         row.report_path, dict(row.details or {}),
     )
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
