@@ -7,7 +7,6 @@ measurements (every latency sample); summaries are computed in ``edgegate.stats`
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -119,8 +118,9 @@ class Target(Protocol):
         ...
 
 
-class TargetBase(ABC):
-    """Defaults for a target's optional capabilities; a target overrides what it has."""
+class TargetBase:
+    """Defaults for a target's optional capabilities; a target overrides what it has and
+    implements the rest of the ``Target`` protocol (describe, compile, open, benchmark)."""
 
     name: str
     source: Source
@@ -128,28 +128,6 @@ class TargetBase(ABC):
     max_parallel_compiles: int = 1
     allow_cpu_fallback: bool = False
     batches_calls: bool = False
-
-    @abstractmethod
-    def describe(self) -> dict[str, Any]: ...
-
-    @abstractmethod
-    def compile(self, graph: str, onnx_path: Path, out_dir: Path) -> CompiledGraph: ...
-
-    @abstractmethod
-    def open(self, compiled: CompiledGraph) -> GraphSession: ...
-
-    @abstractmethod
-    def benchmark(
-        self,
-        compiled: Sequence[CompiledGraph],
-        feeds: Mapping[str, Mapping[str, np.ndarray]],
-        *,
-        warmup: int,
-        repeats: int,
-        min_seconds: float,
-        work_dir: Path,
-        processes: int = 1,
-    ) -> BenchmarkResult: ...
 
     def run_batch(
         self, compiled: CompiledGraph, feeds_list: Sequence[Mapping[str, np.ndarray]]

@@ -21,21 +21,10 @@ import numpy as np
 from edgegate.errors import CompileError, TargetError
 from edgegate.metrics import Source
 from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming, TargetBase, merge_processes
-from edgegate.targets.ort_runtime import open_session
+from edgegate.targets.ort_runtime import ORT_PACKAGES, open_session
+from edgegate.versions import package_versions
 
 log = logging.getLogger(__name__)
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("onnxruntime", "onnxruntime-qnn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
@@ -189,7 +178,7 @@ class CpuTarget(_OrtTarget):
             "arch": None,
             "timing_source": self.source.value,
             "description": self.description,
-            "versions": _versions(),
+            "versions": package_versions(ORT_PACKAGES),
         }
 
     def compile(self, graph: str, onnx_path: Path, out_dir: Path) -> CompiledGraph:
@@ -260,7 +249,7 @@ class QnnEmulatorTarget(_OrtTarget):
             "performance_mode": self.performance_mode,
             "timing_source": self.source.value,
             "description": self.description,
-            "versions": _versions(),
+            "versions": package_versions(ORT_PACKAGES),
         }
 
     def compile(self, graph: str, onnx_path: Path, out_dir: Path) -> CompiledGraph:

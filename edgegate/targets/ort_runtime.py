@@ -13,6 +13,9 @@ from typing import Any, Iterator, Mapping
 
 _QNN_REGISTERED = False
 
+# The packages whose versions shape what a host or emulator compile produces (cache keys, reports).
+ORT_PACKAGES = ("onnxruntime", "onnxruntime-qnn")
+
 
 @contextmanager
 def native_stdout_to_stderr() -> Iterator[None]:

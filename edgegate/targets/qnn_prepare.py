@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgegate.errors import CompileError, InputError
+from edgegate.versions import package_versions
 
 HOST_TRIPLE = "x86_64-linux-clang"
 CONVERTER = "qnn-onnx-converter"
@@ -253,7 +254,7 @@ def prepare_with_emulator(
     name: str, graph: str, qdq_onnx: Path, out_dir: Path, *, htp_arch: int, soc_model: str | None
 ) -> Prepared:
     """The HTP emulator's QNN context binary (CPU fallback off: a board runs no ORT CPU ops)."""
-    from edgegate.targets.local import QnnEmulatorTarget, _versions
+    from edgegate.targets.local import QnnEmulatorTarget
 
     emulator = QnnEmulatorTarget(name, soc_model=soc_model, htp_arch=htp_arch, allow_cpu_fallback=False)
     c = emulator.compile(graph, qdq_onnx, out_dir)
@@ -261,7 +262,7 @@ def prepare_with_emulator(
     if len(bins) != 1:
         raise CompileError(f"{name}: graph '{graph}': expected one QNN context binary from the emulator, got {len(bins)}")
     inputs, outputs = graph_io(qdq_onnx)
-    qnn = _versions().get("onnxruntime-qnn", "?")
+    qnn = package_versions(["onnxruntime-qnn"]).get("onnxruntime-qnn", "?")
     details = {
         "prepared_with": f"onnxruntime-qnn {qnn} (QNN HTP emulator) context binary, HTP v{htp_arch}",
         "qnn_inputs": [t.to_json() for t in inputs],

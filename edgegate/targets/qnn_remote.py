@@ -50,7 +50,9 @@ from edgegate.targets.qnn_prepare import (
     sdk_version,
 )
 from edgegate.targets.qnn_runner import MEMORY_METHOD, BoardLayout, QnnRunner
+from edgegate.targets.ort_runtime import ORT_PACKAGES
 from edgegate.targets.transports import AdbTransport, SshTransport, Transport
+from edgegate.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +130,9 @@ class QnnRemoteTarget(TargetBase):
         return "QNN HTP emulator (onnxruntime-qnn) context binary"
 
     def describe(self) -> dict[str, Any]:
-        from edgegate.targets.local import _versions
-
         d = self.device
         where = f"{d.user}@{d.host}:{d.port}" if d.kind == "ssh" else f"{d.serial or '(only device)'}@{d.adb_host}:{d.adb_port}"
-        versions = _versions()
+        versions = package_versions(ORT_PACKAGES)
         if self.host_sdk is not None:
             versions["qnn-sdk-host"] = sdk_version(self.host_sdk)
         return {
