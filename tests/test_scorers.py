@@ -8,7 +8,7 @@ import pytest
 
 from edgegate.packs import scorers
 from edgegate.errors import UnknownNameError
-from edgegate.packs.promptpack import Sample
+from edgegate.packs.sample import Sample
 from edgegate.packs.scorers import (
     DetectionScorer,
     ScoreResult,

@@ -20,18 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Callable, Literal, Union
 
 import numpy as np
-import yaml
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from edgegate.artifacts import sha256_file
-from edgegate.errors import InputError, PackIntegrityError, SpecError, UnknownNameError
+from edgegate.config import ErrorWording, YamlDocument, parse_yaml, render_field_path
+from edgegate.errors import PackIntegrityError, SpecError, UnknownNameError
+from edgegate.packs.sample import Sample
 from edgegate.packs.scorers import scorer_names, unknown_scorer_message
 
 logger = logging.getLogger(__name__)
@@ -145,28 +145,6 @@ class TextRecord(_Strict):
     text: str = Field(min_length=1)
 
 
-@dataclass(frozen=True)
-class Sample:
-    id: str
-    split: str
-    image_path: Path | None  # absolute; None for text samples
-    # detection: {"boxes": np.ndarray (N, 4) float32, x1 y1 x2 y2 pixels};
-    # intent-classification: {"label": str}; language-modeling: {}
-    target: dict[str, Any]
-    sha256: str  # of the image file (from the manifest), or of the UTF-8 text
-    text: str | None = None  # text samples only
-
-    def load_image(self) -> np.ndarray:
-        """The image as an HxWx3 uint8 RGB array."""
-        if self.image_path is None:
-            raise InputError(
-                f"sample '{self.id}' of split '{self.split}' is a text sample and has no image; "
-                "read sample.text (a text adapter implements predict_sample)"
-            )
-        with Image.open(self.image_path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
 class PromptPack:
     """A loaded pack. Build it with :func:`load_promptpack`."""
 
@@ -234,90 +212,30 @@ class PromptPack:
         return f"PromptPack({self.name!r}, version={self.version!r}, digest={self.digest[:19]}...)"
 
 
-# --- YAML line numbers ------------------------------------------------------------
+# --- reading the manifest --------------------------------------------------------
 
 
-def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest node on ``loc`` that exists in the composed YAML."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
-                    # An unknown key is reported at its own line; a bad value at the value's.
-                    line = k.start_mark.line + 1
-                    node = v
-                    if not isinstance(v, (yaml.MappingNode, yaml.SequenceNode)):
-                        line = v.start_mark.line + 1
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
-            if not 0 <= key < len(node.value):
-                return line
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
+class _PackWording(ErrorWording):
+    """How a pack's manifest and samples lines word the loader's problems (their own
+    words since before the loader was shared; tests and users match them)."""
+
+    def duplicate_key(self, key: str, first_line: int) -> str:
+        return "duplicate key"
+
+    def problem(self, err: ErrorDetails, parts: list[str | int], root: type[BaseModel]) -> str:
+        if err["type"] == "extra_forbidden":
+            return "unknown key; remove it or check its spelling"
+        if err["type"] == "missing":
+            return "required key is missing"
+        return f"{err['msg']} (got {err.get('input')!r})"
 
 
-def _check_duplicate_keys(file: str, node: yaml.Node | None, path: str = "") -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for k, v in node.value:
-            key = str(k.value)
-            field = f"{path}.{key}" if path else key
-            if key in seen:
-                raise SpecError(file, field, "duplicate key", line=k.start_mark.line + 1)
-            seen.add(key)
-            _check_duplicate_keys(file, v, field)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(file, item, f"{path}[{i}]")
+_WORDING = _PackWording()
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _data_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``loc`` as a path through the YAML data: pydantic inserts the tag of a
-    discriminated union (``input.image.channels``), which is no key in the file."""
-    out: list[Any] = []
-    current = data
-    for i, el in enumerate(loc):
-        if isinstance(current, dict) and el in current:
-            current = current[el]
-        elif isinstance(current, list) and isinstance(el, int) and 0 <= el < len(current):
-            current = current[el]
-        elif i != len(loc) - 1:
-            continue  # a union tag
-        else:
-            current = None  # a missing key
-        out.append(el)
-    return tuple(out)
-
-
-def _pydantic_problem(err: dict[str, Any]) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key; remove it or check its spelling"
-    if err["type"] == "missing":
-        return "required key is missing"
-    return f"{err['msg']} (got {err.get('input')!r})"
-
-
-# --- loading ----------------------------------------------------------------------
-
-
-def _read_manifest(manifest_path: Path) -> tuple[PackManifest, bytes, yaml.Node | None]:
+def _read_manifest(manifest_path: Path) -> tuple[PackManifest, bytes, YamlDocument]:
+    """The validated manifest, its bytes (hashed into the pack's digest) and the YAML
+    document with its lines, for the checks that follow."""
     file = str(manifest_path)
     try:
         raw = manifest_path.read_bytes()
@@ -325,28 +243,10 @@ def _read_manifest(manifest_path: Path) -> tuple[PackManifest, bytes, yaml.Node 
         raise SpecError(file, None, f"cannot read the manifest ({exc.strerror})") from exc
     try:
         text = raw.decode("utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
     except UnicodeDecodeError as exc:
         raise SpecError(file, None, "manifest is not UTF-8 text") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(
-            file, None, f"invalid YAML: {problem}", line=mark.line + 1 if mark else None
-        ) from exc
-    if not isinstance(data, dict):
-        raise SpecError(file, None, "the manifest must be a YAML mapping")
-    _check_duplicate_keys(file, node)
-    try:
-        manifest = PackManifest.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = _data_loc(data, tuple(err["loc"]))
-        raise SpecError(
-            file, _field_path(loc), _pydantic_problem(err), line=_node_line(node, loc)
-        ) from exc
-    return manifest, raw, node
+    doc = parse_yaml(text, file, _WORDING)
+    return doc.validate(PackManifest), raw, doc
 
 
 def _check_relative(file: str, field: str, rel: str, line: int | None) -> None:
@@ -356,45 +256,47 @@ def _check_relative(file: str, field: str, rel: str, line: int | None) -> None:
         raise SpecError(file, field, problem, line)
 
 
-def _validate_task(file: str, manifest: PackManifest, node: yaml.Node | None) -> None:
+def _validate_task(manifest: PackManifest, doc: YamlDocument) -> None:
     """modality, task, input kind and classes must describe the same kind of pack."""
+    file = doc.file
     task, modality = manifest.task, manifest.modality
     if _TASK_MODALITY[task] is not modality:
         problem = (
             f"task '{task.value}' needs modality '{_TASK_MODALITY[task].value}', "
             f"not '{modality.value}'"
         )
-        raise SpecError(file, "task", problem, _node_line(node, ("task",)))
+        raise SpecError(file, "task", problem, doc.line_of("task"))
     kind = _MODALITY_INPUT_KIND[modality]
     if manifest.input.kind != kind:
         problem = f"'{manifest.input.kind}' does not fit modality '{modality.value}' (use kind: {kind})"
-        raise SpecError(file, "input.kind", problem, _node_line(node, ("input", "kind")))
+        raise SpecError(file, "input.kind", problem, doc.line_of("input", "kind"))
     if task in _TASK_NEEDS_CLASSES and not manifest.classes:
         problem = f"task '{task.value}' needs the list of its classes"
-        raise SpecError(file, "classes", problem, _node_line(node, ("classes",)))
+        raise SpecError(file, "classes", problem, doc.line_of("classes"))
     seen: set[str] = set()
     for i, name in enumerate(manifest.classes):
         if name in seen:
-            line = _node_line(node, ("classes", i))
+            line = doc.line_of("classes", i)
             raise SpecError(file, f"classes[{i}]", f"duplicate class '{name}'", line)
         seen.add(name)
 
 
-def _validate_manifest(file: str, manifest: PackManifest, node: yaml.Node | None) -> None:
-    _validate_task(file, manifest, node)
+def _validate_manifest(manifest: PackManifest, doc: YamlDocument) -> None:
+    file = doc.file
+    _validate_task(manifest, doc)
     known = set(scorer_names())
     for i, scorer in enumerate(manifest.scorers):
         if scorer not in known:
-            line = _node_line(node, ("scorers", i))
+            line = doc.line_of("scorers", i)
             raise SpecError(file, f"scorers[{i}]", unknown_scorer_message(scorer), line)
     for rel, digest in manifest.files.items():
-        line = _node_line(node, ("files", rel))
+        line = doc.line_of("files", rel)
         _check_relative(file, f"files.{rel}", rel, line)
         if not _is_sha256(digest):
             raise SpecError(file, f"files.{rel}", f"'{digest}' is not a sha256 hex digest", line)
     for split, spec in manifest.splits.items():
         field = f"splits.{split}.samples"
-        line = _node_line(node, ("splits", split, "samples"))
+        line = doc.line_of("splits", split, "samples")
         _check_relative(file, field, spec.samples, line)
         if spec.samples not in manifest.files:
             raise PackIntegrityError(
@@ -483,9 +385,8 @@ _RECORDS: dict[Task, type[_Strict]] = {
 
 
 def _load_split(
-    manifest_path: Path, root: Path, manifest: PackManifest, split: str, node: yaml.Node | None
+    manifest_path: Path, root: Path, manifest: PackManifest, split: str, doc: YamlDocument
 ) -> list[Sample]:
-    file = str(manifest_path)
     spec = manifest.splits[split]
     samples_path = root / spec.samples
     shown = str(manifest_path.parent / spec.samples)  # the path as the user gave it, for messages
@@ -508,9 +409,9 @@ def _load_split(
             raise SpecError(shown, None, f"invalid JSON: {exc.msg}", lineno) from exc
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise SpecError(
-                shown, _field_path(tuple(err["loc"])), _pydantic_problem(err), lineno
-            ) from exc
+            loc = tuple(err["loc"])
+            problem = _WORDING.problem(err, list(loc), record_model)
+            raise SpecError(shown, render_field_path(loc), problem, lineno) from exc
         if record.id in seen:
             raise SpecError(
                 shown, "id", f"duplicate id '{record.id}' (first on line {seen[record.id]})", lineno
@@ -522,10 +423,10 @@ def _load_split(
             raise SpecError(shown, exc.field, exc.problem, lineno) from None
     if len(samples) != spec.count:
         raise SpecError(
-            file,
+            doc.file,
             f"splits.{split}.count",
             f"says {spec.count} samples but '{spec.samples}' has {len(samples)}",
-            _node_line(node, ("splits", split, "count")),
+            doc.line_of("splits", split, "count"),
         )
     return samples
 
@@ -549,17 +450,17 @@ def load_promptpack(path: str | Path, *, verify: bool = True) -> PromptPack:
     file = str(manifest_path)
     root = manifest_path.parent.resolve()
 
-    manifest, raw, node = _read_manifest(manifest_path)
-    _validate_manifest(file, manifest, node)
+    manifest, raw, doc = _read_manifest(manifest_path)
+    _validate_manifest(manifest, doc)
     for split, spec in manifest.splits.items():
         if not (root / spec.samples).is_file():
-            line = _node_line(node, ("splits", split, "samples"))
+            line = doc.line_of("splits", split, "samples")
             problem = f"file '{spec.samples}' not found"
             raise SpecError(file, f"splits.{split}.samples", problem, line)
     if verify:
         _verify_files(file, root, manifest)
     samples = {
-        split: _load_split(manifest_path, root, manifest, split, node) for split in manifest.splits
+        split: _load_split(manifest_path, root, manifest, split, doc) for split in manifest.splits
     }
     digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
     logger.debug("loaded pack %s %s (%s)", manifest.name, manifest.version, digest)

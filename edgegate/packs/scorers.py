@@ -20,27 +20,16 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgegate.errors import UnknownNameError
-
-if TYPE_CHECKING:
-    from edgegate.packs.promptpack import Sample
+from edgegate.packs.sample import Prediction, Sample
 
 logger = logging.getLogger(__name__)
 
 IOU_THRESHOLD = 0.5
-
-# A model's output for one sample; its keys depend on the task.
-Prediction = Mapping[str, Any]
-
-
-class DetectionPrediction(TypedDict):
-    boxes: np.ndarray  # (N, 4) float, [x1, y1, x2, y2] in image pixels, after NMS and thresholding
-    scores: np.ndarray  # (N,) confidence, used to rank detections for matching and map50
-
 
 @dataclass
 class ScoreResult:
@@ -49,7 +38,7 @@ class ScoreResult:
 
 
 # (predictions, samples) of the support split, for scorers that learn from it.
-Support = tuple[Sequence[Prediction], Sequence["Sample"]]
+Support = tuple[Sequence[Prediction], Sequence[Sample]]
 
 
 class Scorer(Protocol):
@@ -70,23 +59,46 @@ class Scorer(Protocol):
         ...
 
 
-def _check_lengths(
-    name: str,
-    predictions: Sequence[Prediction],
-    samples: Sequence[Sample],
-    reference: Sequence[Prediction] | None,
-) -> None:
-    if not samples:
-        raise ValueError("no samples to score")
-    if len(predictions) != len(samples):
-        raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
-    if reference is not None and len(reference) != len(samples):
-        raise ValueError(f"{len(reference)} reference predictions for {len(samples)} samples")
-
-
 def _check_records(name: str, per_sample: Sequence[Mapping[str, Any]]) -> None:
     if not per_sample:
         raise ValueError(f"{name}: no per-sample records to aggregate")
+
+
+class PerSampleScorer:
+    """The built-in scorers' ``score``: check the inputs, build one record per sample
+    (``records``) and compute the metrics from the records (``aggregate``)."""
+
+    name: str
+    metrics: tuple[str, ...]
+
+    def score(
+        self,
+        predictions: Sequence[Prediction],
+        samples: Sequence[Sample],
+        reference: Sequence[Prediction] | None = None,
+        *,
+        support: Support | None = None,
+    ) -> ScoreResult:
+        if not samples:
+            raise ValueError("no samples to score")
+        if len(predictions) != len(samples):
+            raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
+        if reference is not None and len(reference) != len(samples):
+            raise ValueError(f"{len(reference)} reference predictions for {len(samples)} samples")
+        per_sample = self.records(predictions, samples, reference, support)
+        metrics = self.aggregate(per_sample)
+        logger.debug("%s: %d samples, %s", self.name, len(samples), metrics)
+        return ScoreResult(metrics=metrics, per_sample=per_sample)
+
+    def records(
+        self, predictions: Sequence[Prediction], samples: Sequence[Sample],
+        reference: Sequence[Prediction] | None, support: Support | None,
+    ) -> list[dict[str, Any]]:
+        """One JSON-serialisable record per sample (lengths already checked)."""
+        raise NotImplementedError
+
+    def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        raise NotImplementedError  # see Scorer.aggregate
 
 
 _SCORERS: dict[str, Scorer] = {}
@@ -222,7 +234,7 @@ def _as_detection(pred: Prediction, where: str) -> tuple[np.ndarray, np.ndarray]
     return boxes, scores
 
 
-class DetectionScorer:
+class DetectionScorer(PerSampleScorer):
     """Single-class box detection, micro-averaged over a split at IoU >= 0.5.
 
     Predictions are scored as given: apply the model's score threshold and NMS first.
@@ -235,15 +247,11 @@ class DetectionScorer:
     def __init__(self, iou_threshold: float = IOU_THRESHOLD) -> None:
         self.iou_threshold = iou_threshold
 
-    def score(
-        self,
-        predictions: Sequence[Prediction],
-        samples: Sequence[Sample],
-        reference: Sequence[Prediction] | None = None,
-        *,
-        support: Support | None = None,  # not used: detection learns nothing from a support split
-    ) -> ScoreResult:
-        _check_lengths(self.name, predictions, samples, reference)
+    def records(
+        self, predictions: Sequence[Prediction], samples: Sequence[Sample],
+        reference: Sequence[Prediction] | None, support: Support | None,
+    ) -> list[dict[str, Any]]:
+        # support is not used: detection learns nothing from a support split
         per_sample: list[dict[str, Any]] = []
         for i, (pred, sample) in enumerate(zip(predictions, samples)):
             boxes, scores = _as_detection(pred, f"prediction {i} ({sample.id})")
@@ -273,9 +281,7 @@ class DetectionScorer:
                      "ref_fn": len(ref_boxes) - a_tp}
                 )
             per_sample.append(row)
-        metrics = self.aggregate(per_sample)
-        logger.debug("detection: %d samples, %s", len(samples), metrics)
-        return ScoreResult(metrics=metrics, per_sample=per_sample)
+        return per_sample
 
     def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Micro-averaged counts and map50 over the records; ``baseline_agreement``
@@ -343,22 +349,38 @@ def intent_centroids(
     return labels, centroids
 
 
+def _label_counts(true: Sequence[str], predicted: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """(TP, FP, FN) of every label that occurs in ``true`` or ``predicted``, sorted by label."""
+    counts: dict[str, tuple[int, int, int]] = {}
+    for c in sorted(set(true) | set(predicted)):
+        tp = sum(t == c and p == c for t, p in zip(true, predicted))
+        fp = sum(t != c and p == c for t, p in zip(true, predicted))
+        fn = sum(t == c and p != c for t, p in zip(true, predicted))
+        counts[c] = (tp, fp, fn)
+    return counts
+
+
 def macro_f1(true: Sequence[str], predicted: Sequence[str]) -> float:
     """Unweighted mean of per-label F1 over the labels that occur in ``true`` or
     ``predicted``; a label's F1 is 2TP / (2TP + FP + FN)."""
-    labels = sorted(set(true) | set(predicted))
-    if not labels:
+    counts = _label_counts(true, predicted)
+    if not counts:
         raise ValueError("macro_f1 of no samples")
-    f1s = []
-    for label in labels:
-        tp = sum(t == label and p == label for t, p in zip(true, predicted))
-        fp = sum(t != label and p == label for t, p in zip(true, predicted))
-        fn = sum(t == label and p != label for t, p in zip(true, predicted))
-        f1s.append(2 * tp / (2 * tp + fp + fn))
+    f1s = [detection_prf(*c)[2] for c in counts.values()]
     return sum(f1s) / len(f1s)
 
 
-class IntentScorer:
+def per_class_prf(labels: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    """precision[c], recall[c], f1[c] for every class c seen in labels or predictions
+    (gateable per class: ``precision[stop] >= 0.98``)."""
+    out: dict[str, float] = {}
+    for c, counts in _label_counts(labels, predicted).items():
+        precision, recall, f1 = detection_prf(*counts)
+        out[f"precision[{c}]"], out[f"recall[{c}]"], out[f"f1[{c}]"] = precision, recall, f1
+    return out
+
+
+class IntentScorer(PerSampleScorer):
     """Few-shot intent classification from sentence embeddings.
 
     Predictions carry ``embedding`` (D,). Each label's centroid is the mean of the
@@ -372,15 +394,10 @@ class IntentScorer:
     name = "intent"
     metrics = ("accuracy", "macro_f1", "cosine_agreement")
 
-    def score(
-        self,
-        predictions: Sequence[Prediction],
-        samples: Sequence[Sample],
-        reference: Sequence[Prediction] | None = None,
-        *,
-        support: Support | None = None,
-    ) -> ScoreResult:
-        _check_lengths(self.name, predictions, samples, reference)
+    def records(
+        self, predictions: Sequence[Prediction], samples: Sequence[Sample],
+        reference: Sequence[Prediction] | None, support: Support | None,
+    ) -> list[dict[str, Any]]:
         if support is None:
             raise ValueError(
                 "intent: nearest-centroid scoring needs the support split's predictions "
@@ -412,7 +429,7 @@ class IntentScorer:
         unseen = sorted({r["label"] for r in per_sample} - set(labels))
         if unseen:
             logger.warning("intent: labels with no support samples, never predicted: %s", unseen)
-        return ScoreResult(metrics=self.aggregate(per_sample), per_sample=per_sample)
+        return per_sample
 
     def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         _check_records(self.name, per_sample)
@@ -431,23 +448,10 @@ class IntentScorer:
 register_scorer(IntentScorer())
 
 
-def per_class_prf(labels: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
-    """precision[c], recall[c], f1[c] for every class c seen in labels or predictions
-    (gateable per class: ``precision[stop] >= 0.98``)."""
-    out: dict[str, float] = {}
-    for c in sorted(set(labels) | set(predicted)):
-        tp = sum(1 for y, p in zip(labels, predicted) if y == c and p == c)
-        fp = sum(1 for y, p in zip(labels, predicted) if y != c and p == c)
-        fn = sum(1 for y, p in zip(labels, predicted) if y == c and p != c)
-        precision, recall, f1 = detection_prf(tp, fp, fn)
-        out[f"precision[{c}]"], out[f"recall[{c}]"], out[f"f1[{c}]"] = precision, recall, f1
-    return out
-
-
 # --- language modeling --------------------------------------------------------------------
 
 
-class LanguageModelScorer:
+class LanguageModelScorer(PerSampleScorer):
     """Next-token prediction over a split's passages.
 
     Predictions carry ``nll_sum`` (sum of the negative log-likelihoods, in nats, of a
@@ -459,15 +463,11 @@ class LanguageModelScorer:
     name = "language-model"
     metrics = ("loss", "perplexity", "next_token_accuracy")
 
-    def score(
-        self,
-        predictions: Sequence[Prediction],
-        samples: Sequence[Sample],
-        reference: Sequence[Prediction] | None = None,
-        *,
-        support: Support | None = None,  # not used
-    ) -> ScoreResult:
-        _check_lengths(self.name, predictions, samples, reference)
+    def records(
+        self, predictions: Sequence[Prediction], samples: Sequence[Sample],
+        reference: Sequence[Prediction] | None, support: Support | None,
+    ) -> list[dict[str, Any]]:
+        # neither a reference nor a support split changes a passage's likelihood
         per_sample: list[dict[str, Any]] = []
         for i, (pred, sample) in enumerate(zip(predictions, samples)):
             try:
@@ -485,7 +485,7 @@ class LanguageModelScorer:
             per_sample.append(
                 {"id": sample.id, "sha256": sample.sha256, "nll_sum": nll, "tokens": tokens, "correct": correct}
             )
-        return ScoreResult(metrics=self.aggregate(per_sample), per_sample=per_sample)
+        return per_sample
 
     def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         _check_records(self.name, per_sample)
