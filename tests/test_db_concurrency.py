@@ -13,7 +13,8 @@ from fakes.postgres import postgres_server  # noqa: F401  (a fixture)
 from sqlalchemy import create_engine, func, select, text
 
 from edgegate.db import ExperimentDB, LatencySampleRow, MetricRow, RunRow, StoredMetric
-from edgegate.fleet.run import CellStatus, FleetOptions, run_fleet
+from edgegate.fleet.model import CellStatus, FleetOptions
+from edgegate.fleet.run import run_fleet
 from edgegate.fleet.store import FleetCellRow, FleetStore
 
 WORKERS, RUNS, SAMPLES = 8, 12, 30

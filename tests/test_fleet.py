@@ -21,7 +21,10 @@ from fakes.fleet_cells import ScriptedRunner
 
 from edgegate.db import ExperimentDB
 from edgegate.errors import SpecError
-from edgegate.fleet.run import CellStatus, FleetOptions, expand_matrix, load_fleet, run_fleet
+from edgegate.fleet.matrix import expand_matrix
+from edgegate.fleet.model import CellStatus, FleetOptions
+from edgegate.fleet.run import run_fleet
+from edgegate.fleet.spec import load_fleet
 from edgegate.fleet.executors import DeviceBusy, SubprocessRunner, device_lock
 from edgegate.fleet.report import render_fleet_markdown
 from edgegate.fleet.store import FleetStore
@@ -388,7 +391,8 @@ def test_stopping_the_fleet_ends_its_cell_processes(tmp_path: Path) -> None:
     path = _fleet(tmp_path, "name: nightly\npipelines: [hang.yaml]\ndevices: [sim]\ntimeout_s: 300\n")
     script = (
         "import signal, sys; from pathlib import Path\n"
-        "from edgegate.fleet.run import FleetOptions, run_fleet\n"
+        "from edgegate.fleet.model import FleetOptions\n"
+        "from edgegate.fleet.run import run_fleet\n"
         "from edgegate.fleet.executors import SubprocessRunner\n"
         "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
         f"run_fleet({str(path)!r}, FleetOptions(db_url={f'sqlite:///{tmp_path}/eg.db'!r}, home=Path({str(tmp_path / 'home')!r}),"

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgegate.artifacts import atomic_write
+
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1, default=str)
-    os.replace(tmp, path)
+    """The result file, whole or absent: the fleet reads a missing one as a crashed cell."""
+    atomic_write(path, json.dumps(payload, indent=1, default=str))
 
 
 def _gates(result: Any) -> list[dict[str, Any]]:

@@ -27,13 +27,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from edgegate.db import pid_alive
 from edgegate.errors import InputError, TargetError
-
-if TYPE_CHECKING:
-    from edgegate.fleet.run import AttemptResult, CellTask
+from edgegate.fleet.model import AttemptResult, CellTask
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +149,6 @@ class SubprocessRunner:
     env: dict[str, str] | None = None
 
     def __call__(self, task: CellTask, attempt: int) -> AttemptResult:
-        from edgegate.fleet.run import AttemptResult
-
         out = Path(task.out_dir)
         stem = f"{task.cell_id}-attempt{attempt}"
         result_path = out / "cells" / f"{stem}.result.json"

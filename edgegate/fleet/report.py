@@ -13,17 +13,17 @@ import base64
 import html
 import io
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from edgegate import __version__
+from edgegate.db import ExperimentDB
+from edgegate.fleet.model import BAD, BROKEN, FAILING_GATE, CellResult, CellStatus, FleetResult
+from edgegate.fleet.store import FleetStore
 from edgegate.metrics import MetricKind, get_metric
 from edgegate.report.run_report import write_json_report
-
-if TYPE_CHECKING:
-    from edgegate.db import ExperimentDB
-    from edgegate.fleet.run import CellResult, FleetResult
 
 FLEET_REPORT_SCHEMA = "https://edgegate.dev/fleet-report/v1"
 LATENCY_METRIC = "inference_time_ms"
@@ -66,7 +66,7 @@ def _samples(db: ExperimentDB, run_id: int | None) -> dict[str, Any] | None:
     return {"run_id": run_id, "variant": run.variant, "source": source.source if source else None, "graphs": samples}
 
 
-def _cell_report(cell: CellResult, fleet: str, nights: int, db: ExperimentDB, store: Any) -> dict[str, Any]:
+def _cell_report(cell: CellResult, fleet: str, nights: int, db: ExperimentDB, store: FleetStore) -> dict[str, Any]:
     d = cell.to_dict()
     final = cell.final
     cand_id = final.candidate_run_id if final else None
@@ -100,8 +100,6 @@ def _cell_report(cell: CellResult, fleet: str, nights: int, db: ExperimentDB, st
 
 
 def build_fleet_report(result: FleetResult, db: ExperimentDB) -> dict[str, Any]:
-    from edgegate.fleet.store import FleetStore
-
     store = FleetStore(db)
     return {
         "schema": FLEET_REPORT_SCHEMA,
@@ -146,8 +144,6 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def render_fleet_terminal(report: dict[str, Any], *, width: int = 140) -> str:
-    import os
-
     from rich.console import Console
     from rich.table import Table
 
@@ -193,7 +189,7 @@ def render_fleet_markdown(report: dict[str, Any]) -> str:
             f"{_fmt(last['latency_ms']) if last else '—'} | {(q + ' ' + _fmt(last['quality'])) if last and q else '—'} | "
             f"{prev} | {c['reason'].replace('|', '/')} |"
         )
-    failing = [c for c in report["cells"] if c["status"] in ("failed", "regressed")]
+    failing = [c for c in report["cells"] if c["status"] in BAD]
     for c in failing:
         out += ["", f"<details><summary>{c['cell']}: {c['status']}</summary>", ""]
         for g in c["gates"]:
@@ -226,17 +222,17 @@ def render_junit(report: dict[str, Any]) -> str:
     for c in report["cells"]:
         classname = f"{report['fleet']}.{c['pipeline']}"
         tc = case(classname, c["device"], c.get("wall_s") or 0.0)
-        if c["status"] in ("failed", "regressed"):
+        if c["status"] in BAD:
             counts["failures"] += 1
             ET.SubElement(tc, "failure", message=c["reason"], type=c["status"]).text = _failure_text(c)
-        elif c["status"] in ("error", "timeout"):
+        elif c["status"] in BROKEN:
             counts["errors"] += 1
             ET.SubElement(tc, "error", message=c["reason"], type=c["status"]).text = c["reason"]
-        elif c["status"] == "flaky":
+        elif c["status"] == CellStatus.FLAKY:
             ET.SubElement(tc, "system-out").text = f"flaky: {c['reason']}"
         for g in c["gates"]:
             gc = case(classname, f"{c['device']} gate: {g['expr']}")
-            if g["status"] in ("fail", "missing"):
+            if g["status"] in FAILING_GATE:
                 counts["failures"] += 1
                 ET.SubElement(gc, "failure", message=g.get("reason") or g["status"], type="gate")
             elif g["status"] == "n/a":
@@ -283,7 +279,7 @@ def _trend_plot(cell: dict[str, Any]) -> str | None:
     lat = [nan if p["latency_ms"] is None else p["latency_ms"] for p in points]
     ax.plot(x, lat, "o-", color="#0969da", label=LATENCY_METRIC)
     for xi, p in zip(x, points):
-        if p["status"] in ("failed", "regressed", "flaky"):
+        if p["status"] in (*BAD, CellStatus.FLAKY):
             ax.plot([xi], [lat[xi]], "o", ms=10, mfc="none", mec=STATUS_COLOUR[p["status"]])
     src = next((p["latency_source"] for p in reversed(points) if p["latency_source"]), "")
     ax.set_ylabel(f"latency ms ({src})", color="#0969da")

@@ -2,20 +2,22 @@
 
 ``run_fleet`` does, in order:
 
-1. Load the fleet file (pydantic, ``extra="forbid"``, errors with file:line: field) and
-   expand the matrix: every pipeline x every device (by name or ``tag:<tag>``), less
-   ``exclude``. A pipeline or device file that does not load becomes error cells; the rest run.
-2. Open the ExperimentDB and the fleet tables; record the fleet run; find each cell's previous
-   night (the last earlier fleet run of the same fleet that measured the cell).
-3. Dispatch cells to the executor (local threads or Dask), at most ``concurrency`` at once and
-   never two on one device; each cell holds its device's lock while it runs.
+1. Load the fleet file (``fleet.spec``: pydantic, ``extra="forbid"``, errors with file:line:
+   field) and expand the matrix (``fleet.matrix``): every pipeline x every device (by name or
+   ``tag:<tag>``), less ``exclude``. A pipeline or device file that does not load becomes
+   error cells; the rest run.
+2. Open the ExperimentDB and the fleet tables (``fleet.store``); record the fleet run; find
+   each cell's previous night (the last earlier fleet run of the same fleet that measured it).
+3. Dispatch cells to the executor (``fleet.executors``: local threads or Dask), at most
+   ``concurrency`` at once and never two on one device; each cell holds its device's lock
+   while it runs.
 4. In each cell (``execute_cell``, on whichever host runs it): run the pipeline in a subprocess
    (golden comparison and gates happen there), compare the candidate with the previous
    night's run, and when it regressed (a gate newly failing, or a metric regressed vs the
    previous night) run it again ``confirm_reruns`` times: confirmed -> failed / regressed,
    not confirmed -> flaky. A timeout or error ends the cell with that status.
-5. Store every cell as it finishes, finish the fleet run, write the reports (terminal,
-   Markdown, HTML with plots, JUnit XML, JSON) and return the exit code: 1 when any cell is
+5. Store every cell as it finishes, finish the fleet run, write the reports (``fleet.report``:
+   terminal, Markdown, HTML with plots, JUnit XML, JSON) and return the exit code: 1 when any cell is
    a confirmed regression or newly fails its gates (a cell failing exactly as on the previous
    night is reported, and fails the job only with ``known_failures_fail``), else 3 when any
    cell errored or timed out, else 0 (flaky cells are reported, not failed).
@@ -29,303 +31,45 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Mapping, Sequence, Union
+from typing import Any, Iterator, Sequence
 
-from pydantic import Field, ValidationInfo, field_validator
-
-from edgegate.errors import EdgeGateError, SpecError
-from edgegate.progress import Progress
-from edgegate.config import (
-    Name,
-    NonNegativeInt,
-    PositiveInt,
-    devices_dirs,
-    SpecModel,
-    load_device,
-    load_pipeline,
-    load_spec_file,
+from edgegate.db import ExperimentDB, default_url
+from edgegate.errors import EdgeGateError
+from edgegate.fleet.executors import LocalExecutor, SubprocessRunner, device_lock, executor_for
+from edgegate.fleet.matrix import expand_matrix
+from edgegate.fleet.model import (
+    FAILING_GATE,
+    AttemptResult,
+    Cell,
+    CellResult,
+    CellRunner,
+    CellStatus,
+    CellTask,
+    Executor,
+    FleetOptions,
+    FleetResult,
+    fleet_exit_code,
 )
+from edgegate.fleet.report import build_fleet_report, write_fleet_reports
+from edgegate.fleet.spec import FleetSpec, load_fleet
+from edgegate.fleet.store import FleetStore
+from edgegate.metrics import MetricKind, get_metric
+from edgegate.report.evidence import utc_timestamp
 
 log = logging.getLogger(__name__)
 
-TAG_PREFIX = "tag:"
-NonEmpty = Annotated[str, Field(min_length=1)]
-
-
-class CellStatus(str, Enum):
-    PASSED = "passed"
-    FAILED = "failed"  # gates failed against golden (confirmed when new)
-    REGRESSED = "regressed"  # worse than the previous night, confirmed by a rerun
-    FLAKY = "flaky"  # looked regressed, the rerun did not
-    ERROR = "error"
-    TIMEOUT = "timeout"
-
-
-BAD = (CellStatus.FAILED, CellStatus.REGRESSED)
-BROKEN = (CellStatus.ERROR, CellStatus.TIMEOUT)
-FAILING_GATE = ("fail", "missing")  # as gates.verdict: n/a does not fail
-
-
-# ----------------------------------------------------------------------------- the fleet file
-
-
-class ExcludeSpec(SpecModel):
-    pipeline: Name | None = None
-    device: Name | None = None
-
-
-class FleetSpec(SpecModel):
-    """A fleet file: the matrix, how to run it, and what counts as a regression."""
-
-    name: Name
-    description: str | None = None
-    pipelines: Annotated[list[NonEmpty], Field(min_length=1)]  # paths, relative to the fleet file
-    devices: Annotated[list[NonEmpty], Field(min_length=1)]  # names, paths or tag:<tag>
-    exclude: list[ExcludeSpec] = Field(default_factory=list)
-    devices_dir: str | None = None
-    concurrency: PositiveInt = 4
-    timeout_s: float = Field(default=3600.0, gt=0)
-    lock_timeout_s: float | None = Field(default=None, gt=0)  # default: timeout_s
-    confirm_reruns: NonNegativeInt = 1
-    history: PositiveInt = 14
-    # vs the previous night, as `edgegate compare --threshold`: 0.01, "2%", "latency=5%,default=0.01"
-    threshold: Union[float, str, None] = None
-    # metrics whose regression vs the previous night counts (default: all but load/compile time)
-    watch: list[str] | None = None
-    strict: bool = False
-    evidence: Literal["on-pass", "always", "never"] = "on-pass"
-    # a cell failing its gates exactly as on the previous night is reported; exit 1 for it too?
-    known_failures_fail: bool = False
-
-    @field_validator("pipelines")
-    @classmethod
-    def _pipelines_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        base = Path((info.context or {}).get("base_dir", Path.cwd()))
-        for item in value:
-            path = base / item
-            if not path.is_file():
-                what = "not a file" if path.exists() else "file not found"
-                raise ValueError(f"{what}: {os.path.normpath(path)} (paths are relative to the fleet file)")
-        return value
-
-    @field_validator("threshold")
-    @classmethod
-    def _threshold_parses(cls, value: float | str | None) -> str | None:
-        from edgegate.compare import parse_threshold_option
-
-        if value is None:
-            return None
-        text = str(value)
-        try:
-            parse_threshold_option(text)
-        except EdgeGateError as exc:
-            raise ValueError(exc.message.replace("--threshold", "threshold")) from None
-        return text
-
-    @field_validator("watch")
-    @classmethod
-    def _watch_known(cls, value: list[str] | None) -> list[str] | None:
-        from edgegate.metrics import get_metric
-
-        for name in value or []:
-            try:
-                get_metric(name)
-            except EdgeGateError as exc:
-                raise ValueError(exc.message) from None
-        return value
-
-
-def load_fleet(path: str | Path) -> FleetSpec:
-    """Load and validate a fleet file (pipeline files must exist; paths relative to the file)."""
-    return load_spec_file(path, FleetSpec)
-
-
-# ----------------------------------------------------------------------------- the matrix
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One pipeline on one device. ``error`` set: the cell cannot run (a file did not load)."""
-
-    pipeline: str
-    pipeline_path: str
-    device: str
-    device_ref: str  # what the run loads: the device file's absolute path
-    error: str | None = None
-
-    @property
-    def id(self) -> str:
-        return f"{self.pipeline}@{self.device}"
-
-
-def _device_files(spec: FleetSpec) -> tuple[list[Path], list[Path]]:
-    """The directories device names resolve in (first wins) and every device file in them."""
-    dirs = devices_dirs(spec.base_dir / spec.devices_dir if spec.devices_dir else None, spec.base_dir)
-    files: dict[str, Path] = {}
-    for d in dirs:
-        for p in sorted(d.iterdir()):
-            if p.suffix in (".yaml", ".yml") and p.is_file():
-                files.setdefault(p.stem, p)
-    return dirs, list(files.values())
-
-
-def _select_devices(spec: FleetSpec, notes: list[str]) -> list[tuple[str, str, str | None]]:
-    """(name, file, load error) of every selected device, in order, without repeats."""
-    dirs, files = _device_files(spec)
-    selected: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
-    loaded: dict[Path, Any] = {}
-    for i, selector in enumerate(spec.devices):
-        if selector.startswith(TAG_PREFIX):
-            tag = selector[len(TAG_PREFIX):]
-            if not dirs:
-                raise spec.error(("devices", i), f"'{selector}': no devices/ directory found; set devices_dir")
-            matched = 0
-            for f in files:
-                if f not in loaded:
-                    try:
-                        loaded[f] = load_device(f.stem, devices_dir=f.parent)
-                    except EdgeGateError as exc:
-                        loaded[f] = None
-                        notes.append(f"{f}: skipped while matching tags: {exc.message}")
-                dev = loaded[f]
-                if dev is not None and tag in dev.tags:
-                    matched += 1
-                    selected.setdefault(dev.name, (str(f.absolute()), None))
-            if not matched:
-                tags = sorted({t for d in loaded.values() if d is not None for t in d.tags})
-                where = ", ".join(str(d) for d in dirs)
-                raise spec.error(("devices", i), f"tag '{tag}' matches no device in {where} (tags: {', '.join(tags)})")
-            continue
-        try:
-            dev = load_device(selector, devices_dir=dirs[0] if spec.devices_dir else None,
-                              relative_to=spec.base_dir)
-        except SpecError as exc:  # the device file exists but is invalid: its cells report it
-            name = Path(selector).stem
-            selected.setdefault(name, (selector, exc.message))
-            continue
-        except EdgeGateError as exc:  # unknown name / missing file: the fleet file is wrong
-            raise spec.error(("devices", i), exc.message) from None
-        path = dev.source_path if dev.source_path is not None else Path(selector)
-        selected.setdefault(dev.name, (str(Path(path).absolute()), None))
-    return [(name, ref, err) for name, (ref, err) in selected.items()]
-
-
-def expand_matrix(spec: FleetSpec) -> tuple[list[Cell], list[str]]:
-    """Every (pipeline, device) cell, interleaved by device, and notes about what was skipped."""
-    notes: list[str] = []
-    devices = _select_devices(spec, notes)
-    pipelines: list[tuple[str, str, str | None]] = []
-    for rel in spec.pipelines:
-        path = str((spec.base_dir / rel).resolve())
-        try:
-            pipelines.append((load_pipeline(path).name, path, None))
-        except EdgeGateError as exc:
-            pipelines.append((Path(rel).stem, path, exc.message))
-    cells = []
-    for pname, ppath, perr in pipelines:
-        for dname, dref, derr in devices:
-            if any((x.pipeline in (None, pname)) and (x.device in (None, dname)) for x in spec.exclude):
-                continue
-            cells.append(Cell(pname, ppath, dname, dref, perr or derr))
-    by_device: OrderedDict[str, list[Cell]] = OrderedDict()
-    for c in cells:
-        by_device.setdefault(c.device, []).append(c)
-    interleaved = []
-    while any(by_device.values()):
-        for queue in by_device.values():
-            if queue:
-                interleaved.append(queue.pop(0))
-    return interleaved, notes
-
 
 # ----------------------------------------------------------------------------- one cell
-
-
-@dataclass(frozen=True)
-class CellTask:
-    """Everything a worker needs to run one cell (picklable, paths absolute)."""
-
-    fleet: str
-    cell_id: str
-    pipeline: str
-    pipeline_path: str
-    device: str
-    device_ref: str
-    db_url: str
-    home: str
-    out_dir: str
-    lock_dir: str
-    evidence: str
-    evidence_dir: str
-    strict: bool
-    timeout_s: float
-    lock_timeout_s: float
-    confirm_reruns: int
-    previous_run_id: int | None = None
-    previous_passed: bool | None = None  # did the previous night pass its gates
-    threshold: str | None = None
-    watch: tuple[str, ...] | None = None
-
-
-@dataclass
-class AttemptResult:
-    attempt: int
-    status: Literal["completed", "error", "timeout"]
-    passed: bool | None = None
-    baseline_run_id: int | None = None
-    candidate_run_id: int | None = None
-    gates: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    report_path: str | None = None
-    evidence_path: str | None = None
-    notes: list[str] = field(default_factory=list)
-    wall_s: float = 0.0
-    log_path: str | None = None
-    vs_previous: dict[str, Any] | None = None
-    signal: str | None = None  # why this attempt looks like a regression
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AttemptResult:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-CellRunner = Callable[[CellTask, int], AttemptResult]
-
-
-@dataclass
-class CellResult:
-    cell: str
-    pipeline: str
-    device: str
-    status: CellStatus
-    reason: str
-    attempts: list[AttemptResult] = field(default_factory=list)
-    previous_run_id: int | None = None
-    wall_s: float = 0.0
-    lock_wait_s: float = 0.0
-    worker: str = ""
-    known_failure: bool = False  # failed its gates the same way on the previous night
-
-    @property
-    def final(self) -> AttemptResult | None:
-        return self.attempts[-1] if self.attempts else None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["status"] = self.status.value
-        return d
 
 
 def _compare_previous(task: CellTask, a: AttemptResult) -> dict[str, Any] | None:
     """The attempt's candidate vs the previous night's (stored as a comparison)."""
     if task.previous_run_id is None or a.candidate_run_id is None:
         return None
+    # compare and regression pull in the statistics and model stacks: only cells that have a
+    # previous night to compare with import them.
     from edgegate.compare import parse_threshold_option
-    from edgegate.db import ExperimentDB
     from edgegate.regression import compare_runs
 
     base = {"previous_run_id": task.previous_run_id}
@@ -352,8 +96,6 @@ def _rebench_latency(task: CellTask, a: AttemptResult, res: dict[str, Any]) -> t
     """A latency regression between two nights' stored samples may be the machine, not the model:
     before it counts, time both runs' compiled graphs again, interleaved (compare --rebench)."""
     from edgegate.compare import parse_threshold_option
-    from edgegate.db import ExperimentDB
-    from edgegate.metrics import MetricKind, get_metric
     from edgegate.regression import Rebench, compare_runs
 
     if not any(m["status"] == "regressed" and get_metric(n).kind is MetricKind.LATENCY for n, m in res["metrics"].items()):
@@ -373,8 +115,6 @@ def _rebench_latency(task: CellTask, a: AttemptResult, res: dict[str, Any]) -> t
 def _watched_by_default(metric: str) -> bool:
     """Load and compile time are one measurement per run, with no samples to test: on a shared
     host they swing by tens of percent night to night, so they count only when watched."""
-    from edgegate.metrics import MetricKind, get_metric
-
     return get_metric(metric).kind is not MetricKind.TIME
 
 
@@ -403,8 +143,6 @@ def _attempt(task: CellTask, runner: CellRunner, n: int) -> AttemptResult:
 
 def execute_cell(task: CellTask, runner: CellRunner) -> CellResult:
     """Run one cell to a final status (step 4 of the module docstring); never raises."""
-    from edgegate.fleet.executors import device_lock
-
     t0 = time.monotonic()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     result = CellResult(task.cell_id, task.pipeline, task.device, CellStatus.ERROR, "",
@@ -474,52 +212,6 @@ def _clean_reason(a: AttemptResult) -> str:
 # ----------------------------------------------------------------------------- the fleet
 
 
-@dataclass
-class FleetOptions:
-    executor: str | Any = "local"  # "local", "dask://HOST:PORT", or an executor object
-    concurrency: int | None = None  # default: the fleet file's
-    out_dir: Path | None = None  # default: <home>/fleet/<name>/<fleet run id>
-    db_url: str | None = None
-    home: Path | None = None
-    runner: CellRunner | None = None  # default: SubprocessRunner (python -m edgegate.fleet.cell)
-    progress: Progress = field(default_factory=lambda: Progress(quiet=True))
-    write_reports: bool = True
-
-
-@dataclass
-class FleetResult:
-    name: str
-    fleet_run_id: int
-    spec_path: str | None
-    executor: str
-    cells: list[CellResult]
-    exit_code: int
-    started_at: str
-    finished_at: str
-    wall_s: float
-    history: int
-    db_url: str
-    out_dir: Path
-    notes: list[str] = field(default_factory=list)
-    reports: dict[str, Path] = field(default_factory=dict)
-
-    def counts(self) -> dict[str, int]:
-        out = {s.value: 0 for s in CellStatus}
-        for c in self.cells:
-            out[c.status.value] += 1
-        return out
-
-
-def fleet_exit_code(cells: Sequence[CellResult], known_failures_fail: bool = False) -> int:
-    """1: a confirmed regression or newly failing gates (known failures too when asked);
-    3: no such cell but some cell errored or timed out; 0 otherwise."""
-    if any(c.status in BAD and (known_failures_fail or not c.known_failure) for c in cells):
-        return 1
-    if any(c.status in BROKEN for c in cells):
-        return 3
-    return 0
-
-
 def _absolute_db_url(url: str) -> str:
     """Cells run in other processes (maybe another cwd): a relative SQLite path is made absolute."""
     prefix = "sqlite:///"
@@ -530,11 +222,6 @@ def _absolute_db_url(url: str) -> str:
 
 def run_fleet(fleet: str | Path | FleetSpec, options: FleetOptions | None = None) -> FleetResult:
     """Run every cell of a fleet (steps in the module docstring) and return the result."""
-    from edgegate.db import ExperimentDB, default_url
-    from edgegate.report.evidence import utc_timestamp
-    from edgegate.fleet.executors import LocalExecutor, SubprocessRunner, executor_for
-    from edgegate.fleet.store import FleetStore
-
     opts = options or FleetOptions()
     progress = opts.progress
     t0, started_at = time.monotonic(), utc_timestamp()
@@ -602,14 +289,12 @@ def run_fleet(fleet: str | Path | FleetSpec, options: FleetOptions | None = None
     )
     store.finish(fleet_run_id, "done", exit_code, {"counts": result.counts(), "wall_s": result.wall_s})
     if opts.write_reports:
-        from edgegate.fleet.report import build_fleet_report, write_fleet_reports
-
         result.reports = write_fleet_reports(build_fleet_report(result, db), out_dir)
     return result
 
 
-def _dispatch(tasks: Sequence[tuple[Cell, CellTask]], executor: Any, runner: CellRunner,
-              concurrency: int) -> Any:
+def _dispatch(tasks: Sequence[tuple[Cell, CellTask]], executor: Executor, runner: CellRunner,
+              concurrency: int) -> Iterator[CellResult]:
     """Yield CellResults as cells finish: at most ``concurrency`` running, one per device."""
     pending = list(tasks)
     running: dict[cf.Future[Any], tuple[Cell, CellTask]] = {}

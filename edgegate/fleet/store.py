@@ -19,9 +19,7 @@ from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from edgegate.db import ExperimentDB, create_tables, utcnow
-
-# Cell statuses whose candidate run is a measurement a later night can compare against.
-MEASURED = ("passed", "failed", "regressed", "flaky")
+from edgegate.fleet.model import MEASURED
 
 
 class FleetBase(DeclarativeBase):
@@ -110,8 +108,8 @@ class FleetStore:
             select(FleetCellRow, FleetRunRow.started_at)
             .join(FleetRunRow, FleetRunRow.id == FleetCellRow.fleet_run_id)
             .where(FleetCellRow.fleet == fleet, FleetCellRow.pipeline == pipeline, FleetCellRow.device == device,
-                   FleetCellRow.fleet_run_id < before_fleet_run_id, FleetCellRow.status.in_(MEASURED),
-                   FleetCellRow.candidate_run_id.is_not(None))
+                   FleetCellRow.fleet_run_id < before_fleet_run_id,
+                   FleetCellRow.status.in_([s.value for s in MEASURED]), FleetCellRow.candidate_run_id.is_not(None))
             .order_by(FleetCellRow.fleet_run_id.desc())
             .limit(1)
         )

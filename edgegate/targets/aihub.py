@@ -100,7 +100,7 @@ class AihubTarget(TargetBase):
         self.name = device.name
         if "--target_runtime" in device.compile_options:
             raise InputError(
-                f"{device.source_path or device.name}: compile_options: set target_runtime in the device "
+                f"{device.source_label}: compile_options: set target_runtime in the device "
                 "file instead of --target_runtime in compile_options"
             )
         self._hub: Any = None
@@ -153,7 +153,7 @@ class AihubTarget(TargetBase):
         import qai_hub
 
         hub, s = self.hub, self.spec
-        where = f"{s.source_path or s.name}"
+        where = f"{s.source_label}"
         found = hub.call("list devices", lambda: hub.client.get_devices(name=s.device or "", attributes=list(s.attributes)))
         if not found:
             every = hub.call("list devices", lambda: hub.client.get_devices())

@@ -117,7 +117,7 @@ class QnnRemoteTarget(TargetBase):
         self._transport: Transport | None = None
         self._runner_obj: QnnRunner | None = None
         self._sessions_tmp: Path | None = None
-        self.host_sdk = host_sdk_root(device.qnn_sdk_host, str(device.source_path or device.name))
+        self.host_sdk = host_sdk_root(device.qnn_sdk_host, device.source_label)
         self.htp_arch = device.htp_arch or (int(device.arch[1:]) if device.backend == "htp" else None)
         atexit.register(self.close)
 

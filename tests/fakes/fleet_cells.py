@@ -98,7 +98,7 @@ class ScriptedRunner:
     record: str | None = None
 
     def __call__(self, task: Any, attempt: int) -> Any:
-        from edgegate.fleet.run import AttemptResult
+        from edgegate.fleet.model import AttemptResult
 
         behaviour = self.plan.get(task.cell_id, {}).get(attempt, "ok")
         start = time.time()
