@@ -18,6 +18,7 @@ from edgegate.config.device import (
     QnnEmulatorDevice,
     SocModel,
     SshDevice,
+    device_files,
     devices_dirs,
     load_device,
 )
@@ -55,7 +56,7 @@ __all__ = [
     "DeviceBase", "DeviceFileMissing", "DeviceSpec", "ErrorWording", "FieldPath", "FieldProblem",
     "GraphName", "HexagonArch", "HtpArchNumber", "Name", "NamedSpecModel", "NonNegativeInt",
     "PipelineSpec", "PositiveInt", "QnnEmulatorDevice", "SocModel", "SpecModel", "SshDevice",
-    "YamlDocument", "aimet_config_for", "config_digest", "context_base_dir", "devices_dirs",
+    "YamlDocument", "aimet_config_for", "config_digest", "context_base_dir", "device_files", "devices_dirs",
     "display_path", "load_device", "load_pipeline", "load_pipeline_device", "load_spec_file",
     "parse_yaml", "read_yaml", "render_field_path", "resolve_against",
 ]

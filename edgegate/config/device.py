@@ -250,6 +250,17 @@ def _is_device_path(value: str) -> bool:
     return "/" in value or os.sep in value or value.endswith((".yaml", ".yml"))
 
 
+def device_files(dirs: list[Path]) -> dict[str, Path]:
+    """Every device file in ``dirs`` by device name; where two directories (or a .yaml and a
+    .yml) hold the same name, the first wins, as in a lookup by name."""
+    files: dict[str, Path] = {}
+    for d in dirs:
+        for p in sorted(d.iterdir()):
+            if p.suffix in (".yaml", ".yml") and p.is_file():
+                files.setdefault(p.stem, p)
+    return files
+
+
 def _locate_device(
     value: str, devices_dir: Path | None, relative_to: Path | None
 ) -> tuple[Path, bool]:
@@ -272,12 +283,10 @@ def _locate_device(
             f"unknown device '{value}': no devices/ directory found; set EDGEGATE_DEVICES_DIR "
             "or give a path to a device .yaml"
         )
-    for ddir in dirs:
-        for ext in (".yaml", ".yml"):
-            cand = ddir / f"{value}{ext}"
-            if cand.is_file():
-                return cand, True
-    known = sorted({p.stem for d in dirs for p in d.iterdir() if p.suffix in (".yaml", ".yml")})
+    files = device_files(dirs)
+    if value in files:
+        return files[value], True
+    known = sorted(files)
     hint = format_suggestion(value, known)
     raise UnknownNameError(
         f"unknown device '{value}'{hint}; known: {', '.join(known) if known else '(none)'}"

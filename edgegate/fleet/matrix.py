@@ -12,7 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from edgegate.config import devices_dirs, load_device, load_pipeline
+from edgegate.config import device_files, devices_dirs, load_device, load_pipeline
 from edgegate.errors import EdgeGateError, SpecError
 from edgegate.fleet.model import Cell
 from edgegate.fleet.spec import TAG_PREFIX, FleetSpec
@@ -21,12 +21,7 @@ from edgegate.fleet.spec import TAG_PREFIX, FleetSpec
 def _device_files(spec: FleetSpec) -> tuple[list[Path], list[Path]]:
     """The directories device names resolve in (first wins) and every device file in them."""
     dirs = devices_dirs(spec.base_dir / spec.devices_dir if spec.devices_dir else None, spec.base_dir)
-    files: dict[str, Path] = {}
-    for d in dirs:
-        for p in sorted(d.iterdir()):
-            if p.suffix in (".yaml", ".yml") and p.is_file():
-                files.setdefault(p.stem, p)
-    return dirs, list(files.values())
+    return dirs, list(device_files(dirs).values())
 
 
 def _select_devices(spec: FleetSpec, notes: list[str]) -> list[tuple[str, str, str | None]]:
