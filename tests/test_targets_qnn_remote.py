@@ -114,7 +114,7 @@ def test_ssh_board_outputs_benchmark_memory_and_cleanup(sshd, compiled, tmp_path
         bench = target.benchmark([c], {"g": {"x": X}}, warmup=1, repeats=3, min_seconds=0.0,
                                  work_dir=tmp_path / "run")
     finally:
-        assert target.close() is None
+        assert target.cleanup() is None  # no problem removing the scratch directory
     assert list(work.iterdir()) == []  # the run's scratch directory is gone from the board
     assert bench.source is Source.DEVICE
     (timing,) = bench.timings
@@ -126,6 +126,9 @@ def test_ssh_board_outputs_benchmark_memory_and_cleanup(sshd, compiled, tmp_path
     assert [r["netrun_avg_ms"] for r in rounds] == list(timing.samples_ms)
     assert all(r["accelerator_avg_ms"] is not None and r["ips"] > 0 for r in rounds)
     assert bench.details["qnn_net_run_version"].startswith("QNN SDK v2.40")
+    # recorded per run and compared between runs like AI Hub's QAIRT version
+    assert bench.details["toolchain"]["qnn_sdk"] == bench.details["qnn_net_run_version"]
+    assert bench.details["toolchain"]["device"].endswith(f"@127.0.0.1:{sshd.port}")
     kept = tmp_path / "run" / "qnn" / "g"
     cmd = (kept / "round_0" / "command.txt").read_text()
     assert "--retrieve_context" in cmd and "--profiling_level basic" in cmd and "--num_inferences 1" in cmd

@@ -129,9 +129,17 @@ class QnnRemoteTarget(TargetBase):
             return f"QNN SDK {sdk_version(self.host_sdk)} on the host"
         return "QNN HTP emulator (onnxruntime-qnn) context binary"
 
+    @property
+    def where(self) -> str:
+        """The board as reached: user@host:port over ssh, serial@adb-server over adb."""
+        d = self.device
+        if d.kind == "ssh":
+            return f"{d.user}@{d.host}:{d.port}"
+        return f"{d.serial or '(only device)'}@{d.adb_host}:{d.adb_port}"
+
     def describe(self) -> dict[str, Any]:
         d = self.device
-        where = f"{d.user}@{d.host}:{d.port}" if d.kind == "ssh" else f"{d.serial or '(only device)'}@{d.adb_host}:{d.adb_port}"
+        where = self.where
         versions = package_versions(ORT_PACKAGES)
         if self.host_sdk is not None:
             versions["qnn-sdk-host"] = sdk_version(self.host_sdk)
@@ -278,6 +286,8 @@ class QnnRemoteTarget(TargetBase):
                 "peak_vmrss_mb": None if peak["vmrss_kb"] is None else peak["vmrss_kb"] / 1024,
                 "peak_pss_mb": None if peak["pss_kb"] is None else peak["pss_kb"] / 1024,
                 "reconnects": getattr(self._transport, "reconnects", 0),
+                # what ran the graphs: compared between runs like AI Hub's QAIRT version
+                "toolchain": {"qnn_sdk": progress.get("qnn_net_run_version"), "device": self.where},
                 "sample": "mean per-inference time of one qnn-net-run process (profile Execute Average NetRun)",
                 "profiles": str(out),
             },
