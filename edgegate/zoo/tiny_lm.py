@@ -20,14 +20,11 @@ from the command line.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import math
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgegate.artifacts import atomic_write, digest_json
 from edgegate.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -175,8 +173,7 @@ def checkpoint_digest(pack_digest: str, model: TinyLMConfig, train: TrainConfig)
         "trainer": TRAINER_VERSION,
         "torch": torch.__version__.split("+")[0],
     }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return digest_json(payload)
 
 
 def checkpoint_path(pack_digest: str, model: TinyLMConfig, train: TrainConfig, home: Path | None = None) -> Path:
@@ -287,9 +284,7 @@ def ensure_checkpoint(
         },
         buf,
     )
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent trainers: last rename wins
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())  # concurrent trainers: the last rename wins
     log.warning("TinyLM: trained (last-50-step train loss %.3f); saved %s", stats["train_loss_last50"], path)
     return path
 
