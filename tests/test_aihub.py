@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from edgegate.metrics import Source
 from edgegate.config import AihubDevice
 from edgegate.targets.aihub import AihubTarget, default_runtime, profile_result
 from edgegate.targets.aihub_session import HubSession
+
+RB3 = "Dragonwing RB3 Gen 2 Vision Kit"  # QCS6490, Hexagon v68: TFLite runs both variants
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes.aihub_server import FakeAihub  # noqa: E402
@@ -69,13 +72,14 @@ def db(tmp_path: Path) -> ExperimentDB:
     return ExperimentDB(f"sqlite:///{tmp_path / 'eg.db'}")
 
 
-def _target(db: ExperimentDB | None = None, **kw) -> AihubTarget:
-    fields = {"name": "rb5-aihub", "kind": "aihub", "device": "RB5 (Proxy)", "poll_interval_s": 0.02,
+def _target(db: ExperimentDB | None = None, *, invocation: str | None = None, **kw) -> AihubTarget:
+    """A target on the fake; with a db, attached to a new run (a new invocation unless given)."""
+    fields = {"name": "rb3-aihub", "kind": "aihub", "device": RB3, "poll_interval_s": 0.02,
               "job_timeout_s": 30, "max_retries": 3, **kw}
     t = AihubTarget(AihubDevice(**fields))
     if db is not None:
-        run_id = db.start_run(invocation="t", pipeline="p", device=fields["name"], variant="int8",
-                              model_digest=None, pack_digest=None, config_digest=None)
+        run_id = db.start_run(invocation=invocation or uuid.uuid4().hex, pipeline="p", device=fields["name"],
+                              variant="int8", model_digest=None, pack_digest=None, config_digest=None)
         t.attach_run(db, run_id)
     return t
 
@@ -88,8 +92,10 @@ def _feeds(n: int) -> list[dict[str, np.ndarray]]:
 def test_happy_path_compile_profile_infer(fake: FakeAihub, tiny: Path, db: ExperimentDB, tmp_path: Path) -> None:
     t = _target(db)
     desc = t.describe()
-    assert desc["aihub_device"] == "RB5 (Proxy)" and desc["target_runtime"] == "tflite"  # v66: no fp16 HTP
-    assert desc["versions"]["qai-hub"] and desc["compile_key"]["options"] == "--target_runtime tflite"
+    assert desc["aihub_device"] == RB3 and desc["target_runtime"] == "tflite"  # v68: no fp16 HTP
+    assert desc["versions"]["qai-hub"] and desc["compile_key"]["options"] == "--target_runtime tflite --qairt_version 2.45"
+    assert desc["qairt_version"] == desc["compile_key"]["qairt_version"] == "2.45"
+    assert desc["qairt_resolved"] == desc["compile_key"]["qairt_resolved"] == "2.45.0.260326154327"
 
     c = t.compile("tiny", tiny, tmp_path / "out")
     assert c.artifact.is_file() and c.details["aihub"]["source_format"] == "onnx"
@@ -103,10 +109,20 @@ def test_happy_path_compile_profile_infer(fake: FakeAihub, tiny: Path, db: Exper
     # every all_inference_times sample kept, microseconds -> milliseconds
     assert timing.samples_ms == tuple(v / 1e3 for v in es["all_inference_times"]) and len(timing.samples_ms) == 20
     assert timing.load_time_ms == es["first_load_time"] / 1e3
-    assert bench.peak_memory_mb == pytest.approx(es["estimated_inference_peak_memory"] / 2**20)
+    # AI Hub's inference memory (the upper end of its range), not the load-including estimate
     lo, hi = es["inference_memory_peak_range"]
-    assert bench.details["peak_memory_range_mb"] == pytest.approx([lo / 2**20, hi / 2**20])
-    assert bench.details["placement"] == {"tiny": {"NPU": 2, "GPU": 0, "CPU": 0}}
+    assert bench.peak_memory_mb == pytest.approx(hi / 2**20) and hi < es["estimated_inference_peak_memory"]
+    assert bench.load_peak_memory_mb == pytest.approx(es["first_load_memory_peak_range"][1] / 2**20)
+    assert bench.details["memory_per_graph_mb"]["tiny"]["inference_peak_range_mb"] == pytest.approx([lo / 2**20, hi / 2**20])
+    assert "upper end of inference_memory_peak_range" in bench.memory_method
+    profile = bench.details["profiles"]["tiny"]
+    assert profile["estimated_inference_time_ms"] == es["estimated_inference_time"] / 1e3
+    assert profile["median_inference_time_ms"] == pytest.approx(float(np.median(timing.samples_ms)))
+    assert bench.details["placement"] == {"tiny": {"NPU": 2, "GPU": 0, "CPU": 0, "UNSPECIFIED": 0}}
+    assert prof["tool_versions"] == [{"name": "QAIRT", "version": "2.45.0.260326154327"}]
+    assert c.details["toolchain"] == bench.details["toolchain"] == {
+        "qairt": "2.45.0.260326154327", "device": RB3, "device_os": "1.6", "chipset": "qualcomm-qcs6490",
+        "client": desc["versions"]["qai-hub"]}
 
     feeds = _feeds(3)
     outs = t.run_batch(c, feeds)
@@ -125,18 +141,21 @@ def test_happy_path_compile_profile_infer(fake: FakeAihub, tiny: Path, db: Exper
     assert compile_row["result"]["target_model_id"] == c.details["aihub"]["target_model_id"]
 
 
-def test_rerun_reuses_jobs_and_uploads(fake: FakeAihub, tiny: Path, db: ExperimentDB, tmp_path: Path) -> None:
+def test_rerun_reuses_the_pinned_compile_and_uploads_but_measures_again(
+    fake: FakeAihub, tiny: Path, db: ExperimentDB, tmp_path: Path
+) -> None:
     t = _target(db)
     c = t.compile("tiny", tiny, tmp_path / "a")
     t.run_batch(c, _feeds(2))
-    # A second process (a new target on the same database) pays for nothing new.
+    # A second run (a new target, a new invocation on the same database): the compile job of
+    # the pinned QAIRT and the dataset upload are reused, the scored inference job is its own.
     t2 = _target(db)
     c2 = t2.compile("tiny", tiny, tmp_path / "b")
     t2.run_batch(c2, _feeds(2))
-    assert [s["kind"] for s in fake.submissions] == ["compile", "inference"]
+    assert [s["kind"] for s in fake.submissions] == ["compile", "inference", "inference"]
     assert c2.details["aihub"]["reused_job"] is True
-    # compile, inference and the dataset upload reused; the model upload is not even needed
-    assert sorted(j["kind"] for j in db.aihub_jobs() if j["reused"]) == ["compile", "inference", "upload"]
+    # the model upload is not even needed
+    assert sorted(j["kind"] for j in db.aihub_jobs() if j["reused"]) == ["compile", "upload"]
 
 
 def test_aimet_directory_goes_up_with_its_encodings(fake: FakeAihub, tiny: Path, tmp_path: Path) -> None:
@@ -177,6 +196,9 @@ def test_failed_job_names_id_reason_and_url_then_rerun_resubmits(
     (sub,) = fake.submissions
     msg = err.value.message
     assert sub["job_id"] in msg and "not supported at 3 bits" in msg and f"/jobs/{sub['job_id']}/" in msg
+    assert "failure type UNKNOWN" in msg and "\n" not in msg
+    logs = Path(msg.split("logs: ")[1].split(")")[0])
+    assert sorted(p.name for p in logs.iterdir()) == [f"{sub['job_id']}_hub_log.log"]  # compile jobs: hub log only
     row = next(j for j in db.aihub_jobs() if j["kind"] == "compile")
     assert row["status"] == "FAILED" and "3 bits" in row["failure_reason"] and row["finished_at"]
     # A FAILED job is never reused: the rerun pays for a new one, which succeeds.
@@ -211,7 +233,7 @@ def test_transient_failures_give_up_after_bounded_retries(
     import qai_hub.util.session as session
 
     monkeypatch.setattr(session, "MAX_RETRIES", 1)
-    fake.fault("GET", r"^/api/v1/devices/$", 503, times=1000)
+    fake.fault("GET", r"^/api/v1/devices/$", 500, times=1000)  # 429/503 wait out a budget instead
     t = _target(max_retries=2)
     with pytest.raises(TargetError, match="still failing after 3 attempts"):
         t.compile("tiny", tiny, tmp_path / "out")
@@ -234,17 +256,19 @@ def test_timeout_then_resume_waits_on_the_same_job(fake: FakeAihub, tiny: Path, 
 
 def test_unknown_device_lists_closest_matches(fake: FakeAihub) -> None:
     with pytest.raises(InputError) as err:
-        _target(device="RB5 Proxy").describe()
-    assert "no device named 'RB5 Proxy'" in err.value.message and "'RB5 (Proxy)'" in err.value.message
+        _target(device="Samsung Galaxy S24 (Famly)").describe()
+    msg = err.value.message
+    assert "no device named 'Samsung Galaxy S24 (Famly)'" in msg and "closest names: 'Samsung Galaxy S24 (Family)'" in msg
     with pytest.raises(InputError, match="no AI Hub device has all of chipset:qualcomm-qcs8250"):
         _target(device=None, attributes=["chipset:qualcomm-qcs8250"]).describe()
-    t = _target(device=None, attributes=["chipset:qualcomm-qcs8250-proxy"])
-    assert t.describe()["aihub_device"] in ("RB5 (Proxy)", "QCS8250 (Proxy)")
+    t = _target(device=None, attributes=["chipset:qualcomm-qcs6490"])
+    assert t.describe()["aihub_device"] == RB3
 
 
 def test_default_runtime_per_device(fake: FakeAihub) -> None:
     assert _target(device="Samsung Galaxy S24 (Family)").describe()["target_runtime"] == "qnn_context_binary"
-    assert _target(device="QCS6490 (Proxy)").describe()["target_runtime"] == "tflite"
+    assert _target(device="Dragonwing IQ-9075 EVK").describe()["target_runtime"] == "qnn_context_binary"  # v73
+    assert _target(device=RB3).describe()["target_runtime"] == "tflite"
     assert _target(target_runtime="onnx").describe()["target_runtime"] == "onnx"
     assert default_runtime(["framework:onnx"]) == "onnx"
     with pytest.raises(InputError, match="set target_runtime in the device file"):
@@ -260,7 +284,8 @@ def test_profile_with_missing_optional_fields(fake: FakeAihub, tiny: Path, tmp_p
     est = json.loads((tmp_path / "w" / "tiny_aihub_profile.json").read_text())["execution_summary"]
     assert "all_inference_times" not in est
     assert timing.samples_ms == (est["estimated_inference_time"] / 1e3,)  # the estimate, once
-    assert bench.peak_memory_mb is None and "peak_memory_range_mb" not in bench.details
+    assert bench.peak_memory_mb is None and bench.load_peak_memory_mb is None  # no ranges: unknown, not the estimate
+    assert bench.details["memory_per_graph_mb"]["tiny"]["inference_peak_range_mb"] is None
     # no inference time at all is an error naming the job
     from edgegate.targets.base import CompiledGraph
 
@@ -281,7 +306,7 @@ def test_no_token_says_how_to_set_one(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_client_ini_is_read_the_standard_way(fake: FakeAihub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("EDGEGATE_AIHUB_TOKEN")
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(fake.write_client_ini(tmp_path / "client.ini")))
-    assert _target().describe()["aihub_device"] == "RB5 (Proxy)"
+    assert _target().describe()["aihub_device"] == RB3
 
 
 def test_token_never_reaches_messages_or_logs(
@@ -297,12 +322,19 @@ def test_token_never_reaches_messages_or_logs(
     assert fake.auth_failures >= 1
     monkeypatch.setenv("EDGEGATE_AIHUB_TOKEN", TOKEN)
     t = _target(max_retries=1)
-    fake.fault("GET", r"^/api/v1/jobs/", 503, times=1000)
+    fake.fault("GET", r"^/api/v1/jobs/", 500, times=1000)
     with pytest.raises(TargetError) as err2:
         t.compile("tiny", tiny, tmp_path / "out")
+    fake.faults.clear()
+    fake.behave("profile", fail="device lost", failure_type="RUNTIME_CRASH")  # its logs are saved
+    c = _target().compile("tiny", tiny, tmp_path / "out2")
+    with pytest.raises(TargetError):
+        t.benchmark([c], {}, warmup=0, repeats=1, min_seconds=0, work_dir=tmp_path / "w")
     out, errs = capfd.readouterr()
     for text in (err2.value.message, caplog.text, out, errs):
         assert TOKEN not in text and wrong not in text
+    saved = [p for p in (tmp_path / "w" / "aihub-logs").rglob("*") if p.is_file()]
+    assert saved and all(TOKEN.encode() not in p.read_bytes() for p in saved)
 
 
 def test_jobs_command_lists_the_ledger(fake: FakeAihub, tiny: Path, db: ExperimentDB, tmp_path: Path) -> None:
@@ -313,7 +345,7 @@ def test_jobs_command_lists_the_ledger(fake: FakeAihub, tiny: Path, db: Experime
     with pytest.raises(CompileError):
         t.compile("tiny", tiny, tmp_path / "out")
     t.compile("tiny", tiny, tmp_path / "out2")
-    res = CliRunner().invoke(cli, ["jobs", "--db", db.url, "--run", str(t._run_id)])
+    res = CliRunner().invoke(cli, ["jobs", "--db", db.url, "--run", str(t.ledger.run_id)])
     assert res.exit_code == 0, res.output
     assert res.output.count("compile ") == 2 and "FAILED" in res.output and "failure: unsupported op" in res.output
     assert "SUCCESS" in res.output and "/jobs/j" in res.output
@@ -327,7 +359,7 @@ def test_one_failed_graph_stops_the_other_waits(fake: FakeAihub, tiny: Path, db:
     import time
 
     from edgegate.artifacts import ArtifactCache
-    from edgegate.run.pipeline import compile_graphs
+    from edgegate.run.stages import compile_graphs
     from edgegate.targets.base import Variant
 
     fake.behave("compile", match="edgegate a", fail="op not supported")

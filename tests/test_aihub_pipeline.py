@@ -21,12 +21,14 @@ import pytest
 from edgegate.packs.adapters import predict_sample
 from edgegate.db import ExperimentDB
 from edgegate.metrics import Source
-from edgegate.run.pipeline import RunOptions, _load_predictions, cpu_runner, run_pipeline
+from edgegate.run.outputs import load_predictions as _load_predictions
+from edgegate.run.pipeline import RunOptions, run_pipeline
+from edgegate.run.runners import cpu_runner
 from edgegate.packs.promptpack import load_promptpack
 from edgegate.targets.aihub_session import HubSession
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakes.aihub_server import FakeAihub  # noqa: E402
+from fakes.aihub_server import CATALOGUE_2025, FakeAihub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPE = ROOT / "tests" / "fixtures" / "pipelines" / "person_detect_mini_aihub.yaml"
@@ -40,7 +42,7 @@ pytestmark = pytest.mark.slow
 def service(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("aihub")
-    with FakeAihub(TOKEN) as fake:
+    with FakeAihub(TOKEN, devices=CATALOGUE_2025) as fake:  # the RB5-class Proxy devices of 2025
         for kind in ("compile", "profile", "inference"):
             fake.behave(kind, delay_s=0.15)
         mp.setenv("EDGEGATE_AIHUB_TOKEN", TOKEN)
@@ -79,7 +81,7 @@ def test_pipeline_on_aihub_scores_real_outputs_and_keeps_the_token_out(
     pack = load_promptpack(ROOT / "tests" / "fixtures" / "packs" / "person_detect_mini", verify=True)
     samples = pack.samples("eval")
     fp32 = {a["graph"]: Path(a["path"]) for a in base.artifacts if a["kind"] == "fp32_onnx"}
-    from edgegate.run.pipeline import load_context
+    from edgegate.run.context import load_context
 
     ctx = load_context(PIPE, home=tmp / "home")
     local = [predict_sample(ctx.adapter, s, cpu_runner(fp32)) for s in samples]

@@ -108,10 +108,23 @@ class AihubDevice(DeviceBase):
     # The INT8 candidate goes up as AIMET's export (a .aimet directory: ONNX + .encodings) or
     # as the QDQ ONNX; the FP32 baseline always goes up as its ONNX.
     candidate_format: Literal["aimet", "qdq"] = "aimet"
+    # The QAIRT (Qualcomm AI Runtime) every compile, profile and inference job runs, passed as
+    # --qairt_version: a version AI Hub lists (get_frameworks), or "default" / "latest", which
+    # AI Hub resolves (recorded as resolved; compile jobs are then never reused). Pinned by
+    # default so that a golden and a candidate compare one toolchain: 2.45 is the QAIRT of
+    # ai-hub-models 0.56-0.58's release assets (tool_versions qairt 2.45.0.260326154327).
+    qairt_version: Annotated[str, Field(pattern=r"^(latest|default|v?\d+\.\d+[0-9A-Za-z._]*)$")] = "2.45"
+    # A profile that places a layer of a quantized graph on CPU or GPU fails the run unless true.
+    allow_cpu_fallback: bool = False
     # Waiting on jobs: status polls, how long one job may take, retries of transient failures.
     poll_interval_s: Annotated[float, Field(gt=0)] = 10.0
     job_timeout_s: Annotated[float, Field(gt=0)] = 3600.0
     max_retries: NonNegativeInt = 5
+    # 429/503 answers wait out Retry-After up to this long per call (the client's 10 minutes).
+    rate_limit_budget_s: Annotated[float, Field(gt=0)] = 600.0
+    # FAILED jobs whose failure type is transient (CLOUD_THROTTLED, RUNTIME_INTERNAL_SERVICE_BUSY,
+    # RUNTIME_TIMEOUT, ...) are submitted again up to this many times per job.
+    transient_resubmits: NonNegativeInt = 1
 
     @model_validator(mode="after")
     def _device_named(self) -> AihubDevice:

@@ -1,72 +1,77 @@
 """Qualcomm AI Hub: compile, profile and run graphs on hosted Snapdragon devices (qai_hub).
 
+* Toolchain: every compile, profile and inference job runs the device file's pinned QAIRT
+  (``--qairt_version``; AihubDevice.qairt_version, default "2.45"; ``latest``/``default``
+  resolve through ``get_frameworks()``), and context binaries get deterministic graph names
+  (``--qnn_options context_enable_graphs=<graph>``, as ai-hub-models does). What actually ran
+  is recorded: ``details["toolchain"]`` on each CompiledGraph (the compiled model's
+  QAIRT_SDK_VERSION metadata, the device the compile job recorded) and on the
+  BenchmarkResult (the profiles' tool_versions and devices; aihub_toolchain.merge_toolchains).
 * compile: the graph goes up as a model (the INT8 candidate as AIMET's export, a ``.aimet``
   directory of ONNX + ``.encodings``, or as its QDQ ONNX; the FP32 baseline as its ONNX),
-  then one compile job per graph for the device's target runtime; the target model is
-  downloaded as the artifact (the pipeline caches it by graph digest and ``describe()``,
-  which carries the device, runtime, options and client version).
-* benchmark: one profile job per graph, all at once. Everything the service returns is
-  source ``aihub-profile``: ``estimated_inference_time`` and ``all_inference_times``
-  (microseconds) become the latency samples, ``estimated_inference_peak_memory`` and its
-  range (bytes) the peak memory, first/warm load times the load time, and the per-layer
-  ``compute_unit`` the NPU/GPU/CPU layer counts (``details["placement"]``).
+  then one compile job per graph; the downloaded target model is the artifact (cached by
+  graph digest and ``describe()["compile_key"]``: device, options, QAIRT, client version).
+  A compile job is reused only when model, device, options and a pinned QAIRT all match.
+* benchmark: one profile job per graph, all at once, new for every call (a rerun, a rebench
+  and a confirmation rerun measure again; a restarted crashed run waits on its own jobs).
+  Memory, latency and placement as aihub_profile.py describes; without allow_cpu_fallback
+  a quantized graph with CPU/GPU layers fails the run.
 * run_batch: one inference job per graph and batch of feeds (``edgegate.run.batching`` groups
-  an adapter's calls), on a dataset uploaded once per content digest.
+  an adapter's calls), on a dataset uploaded once per content digest (again when expired).
 
-Jobs go through ``HubSession``: ledger, resume, retries, timeouts.
+Jobs go through ``aihub_jobs.JobRunner`` (ledger, idempotent submits, failure types, logs)
+and ``aihub_session.HubSession`` (credentials, retries, rate limits, waiting).
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 
-from edgegate.artifacts import digest_json, sha256_file
+from edgegate.artifacts import sha256_file
 from edgegate.errors import InputError, TargetError
 from edgegate.metrics import Source
-from edgegate.targets.base import BenchmarkResult, CompiledGraph, GraphTiming, TargetBase
+from edgegate.targets.aihub_catalogue import default_runtime, unlisted_device_error
+from edgegate.targets.aihub_jobs import JobRunner, JobSpec, job_protobuf, upload_source
+from edgegate.targets.aihub_ledger import Ledger, Scope, scope_for_run
+from edgegate.targets.aihub_profile import placement_gate, profile_result
+from edgegate.targets.aihub_toolchain import (
+    QAIRT_TAGS,
+    asked_qairt,
+    compile_options,
+    qairt_of_metadata,
+    qairt_of_tool_versions,
+    resolve_qairt,
+    toolchain_of,
+    with_qairt,
+)
+from edgegate.targets.base import BenchmarkResult, CompiledGraph, TargetBase
+
+__all__ = ["AihubTarget", "default_runtime", "profile_result", "target_for_device"]
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("qnn_context_binary", "precompiled_qnn_onnx", "tflite", "onnx")
-_MIB = 1024 * 1024
 
 
-def default_runtime(attributes: Sequence[str]) -> str:
-    """A runtime the device can run both variants on.
-
-    HTPs with FP16 (v69+) run the FP32 baseline in a QNN context binary too; older parts
-    (RB5's v66 DSP, QCS6490's v68) have no float path on the NPU, so TFLite (NPU for INT8
-    through the QNN delegate, GPU/CPU for FP32); ONNX Runtime where there is no TFLite.
-    """
-    attrs = set(attributes)
-    if "framework:qnn" in attrs and "htp-supports-fp16:true" in attrs:
-        return "qnn_context_binary"
-    if "framework:tflite" in attrs:
-        return "tflite"
-    if "framework:onnx" in attrs:
-        return "onnx"
-    return "qnn_context_binary"
-
-
-def _onnx_io(path: Path) -> tuple[list[str], list[str]]:
+def _onnx_io(path: Path) -> tuple[list[str], list[str], bool]:
+    """Inputs, outputs, and whether the graph is quantized (QDQ nodes)."""
     import onnx
 
     g = onnx.load(str(path), load_external_data=False).graph
     inits = {i.name for i in g.initializer}
-    return [i.name for i in g.input if i.name not in inits], [o.name for o in g.output]
+    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
+    return [i.name for i in g.input if i.name not in inits], [o.name for o in g.output], qdq
 
 
 def _digest_arrays(arrays: Mapping[str, Sequence[np.ndarray]]) -> str:
@@ -95,20 +100,28 @@ class AihubTarget(TargetBase):
     max_parallel_compiles = 8  # the hosted farm runs jobs in parallel: compile every graph at once
     batches_calls = True  # one inference job per graph and batch of feeds
 
-    def __init__(self, device: Any) -> None:
+    def __init__(self, device: Any, *, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.spec = device
         self.name = device.name
+        self.allow_cpu_fallback = bool(device.allow_cpu_fallback)
         if "--target_runtime" in device.compile_options:
             raise InputError(
                 f"{device.source_label}: compile_options: set target_runtime in the device "
                 "file instead of --target_runtime in compile_options"
             )
+        self._clock, self._sleep = clock, sleep
         self._hub: Any = None
+        self._jobs: JobRunner | None = None
         self._resolved: Any = None  # qai_hub.Device
         self._runtime: str | None = device.target_runtime
+        self._qairt: tuple[str, str | None] | None = None  # (asked, resolved full version)
         self._init_lock = threading.Lock()
-        self._db: Any = None
-        self._run_id: int | None = None
+        self.ledger = Ledger()
+        # Not attached to a database run: this object's measurements are its own.
+        self._scope = Scope(f"process {uuid.uuid4().hex[:12]}")
+        self._bench_calls = 0
+        self._work_dir: Path | None = None
 
     # -- session and device ------------------------------------------------------
 
@@ -120,16 +133,26 @@ class AihubTarget(TargetBase):
                 from edgegate.targets.aihub_session import HubSession
 
                 s = self.spec
-                self._hub = HubSession(self.name, poll_interval_s=s.poll_interval_s,
-                                       job_timeout_s=s.job_timeout_s, max_retries=s.max_retries)
-                self._hub.ledger.db, self._hub.ledger.run_id = self._db, self._run_id
+                self._hub = HubSession(self.name, poll_interval_s=s.poll_interval_s, job_timeout_s=s.job_timeout_s,
+                                       max_retries=s.max_retries, rate_limit_budget_s=s.rate_limit_budget_s,
+                                       clock=self._clock, sleep=self._sleep)
+                self._jobs = JobRunner(self._hub, self.ledger, transient_resubmits=s.transient_resubmits)
             return self._hub
 
+    @property
+    def jobs(self) -> JobRunner:
+        """The job runner (ledger, submits, waits), made with the session."""
+        self.hub  # noqa: B018 - makes both on first use
+        return cast(JobRunner, self._jobs)
+
     def attach_run(self, db: Any, run_id: int) -> None:
-        """Record this run's jobs in the database's ledger (the pipeline calls this per variant)."""
-        self._db, self._run_id = db, run_id
+        """Record this run's jobs in the database's ledger (the pipeline calls this per variant).
+        The run's invocation scopes its profile and inference jobs, or, when the run restarts
+        a crashed one, the crashed run's (aihub_ledger.scope_for_run)."""
+        self.ledger.db, self.ledger.run_id = db, run_id
+        self._scope = scope_for_run(db, run_id, max_age_s=self.spec.job_timeout_s)
+        self._bench_calls, self._work_dir = 0, None
         if self._hub is not None:
-            self._hub.ledger.db, self._hub.ledger.run_id = db, run_id
             self._hub.stopping.clear()
 
     def cancel(self) -> None:
@@ -146,43 +169,27 @@ class AihubTarget(TargetBase):
         return hub
 
     def device(self) -> Any:
-        """The AI Hub device, resolved with get_devices(); unknown names list the closest ones."""
+        """The AI Hub device, resolved with get_devices(); a device AI Hub does not list fails
+        here, before anything is uploaded (aihub_catalogue.unlisted_device_error)."""
         with self._init_lock:
             if self._resolved is not None:
                 return self._resolved
         import qai_hub
 
         hub, s = self.hub, self.spec
-        where = f"{s.source_label}"
         found = hub.call("list devices", lambda: hub.client.get_devices(name=s.device or "", attributes=list(s.attributes)))
         if not found:
             every = hub.call("list devices", lambda: hub.client.get_devices())
-            if s.device:
-                names = sorted({d.name for d in every})
-                close = difflib.get_close_matches(s.device, names, n=5, cutoff=0.3)
-                named = [d for d in every if d.name == s.device]
-                if named:  # the name exists, the attributes do not match it
-                    have = sorted(set(named[0].attributes))
-                    raise InputError(
-                        f"{where}: attributes: AI Hub device '{s.device}' does not have {', '.join(s.attributes)} "
-                        f"(it has: {', '.join(have)})"
-                    )
-                shown = ", ".join(f"'{n}'" for n in close) if close else ", ".join(f"'{n}'" for n in names[:8])
+            named = [d for d in every if s.device and d.name == s.device]
+            if named:  # the name exists, the attributes do not match it
                 raise InputError(
-                    f"{where}: device: AI Hub has no device named '{s.device}' "
-                    f"({'closest' if close else 'some of its devices'}: {shown}); `qai-hub list-devices` lists them all"
+                    f"{s.source_label}: attributes: AI Hub device '{s.device}' does not have {', '.join(s.attributes)} "
+                    f"(it has: {', '.join(sorted(set(named[0].attributes)))})"
                 )
-            attrs = sorted({a for d in every for a in d.attributes})
-            hints = [m for a in s.attributes for m in difflib.get_close_matches(a, attrs, n=3, cutoff=0.5)]
-            raise InputError(
-                f"{where}: attributes: no AI Hub device has all of {', '.join(s.attributes)}"
-                + (f" (closest attributes: {', '.join(sorted(set(hints)))})" if hints else "")
-            )
-        chosen = found[0]
+            raise unlisted_device_error(s, every)
+        chosen = found[0]  # as the client's own submit does: the device the server selects, in full
         with self._init_lock:
-            self._resolved = qai_hub.Device(name=chosen.name, os=chosen.os if not s.device else "",
-                                            attributes=list(s.attributes))
-            self._attributes = list(chosen.attributes)
+            self._resolved = qai_hub.Device(name=chosen.name, os=chosen.os, attributes=list(chosen.attributes))
             if self._runtime is None:
                 self._runtime = default_runtime(chosen.attributes)
             return self._resolved
@@ -194,13 +201,35 @@ class AihubTarget(TargetBase):
         assert self._runtime is not None
         return self._runtime
 
-    def _compile_options(self) -> str:
-        return f"--target_runtime {self.runtime} {self.spec.compile_options}".strip()
+    # -- toolchain ---------------------------------------------------------------
+
+    def qairt(self) -> tuple[str, str | None]:
+        """(the QAIRT version asked for, the full version AI Hub resolves it to)."""
+        with self._init_lock:
+            if self._qairt is not None:
+                return self._qairt
+        hub, asked = self.hub, asked_qairt(self.spec)
+        frameworks = hub.call("list QAIRT versions", hub.client.get_frameworks)
+        resolved = resolve_qairt(asked, frameworks, self.spec.source_label)
+        with self._init_lock:
+            self._qairt = (asked, resolved)
+        return self._qairt
+
+    @property
+    def qairt_pinned(self) -> bool:
+        return self.qairt()[0] not in QAIRT_TAGS
+
+    def _with_qairt(self, options: str) -> str:
+        return with_qairt(options, self.qairt()[0])
+
+    def _compile_options(self, graph: str | None = None) -> str:
+        return compile_options(self.runtime, self.spec.compile_options, self.qairt()[0], graph)
 
     def describe(self) -> dict[str, Any]:
         from edgegate.targets.aihub_session import client_version
 
         dev = self.device()
+        asked, resolved = self.qairt()
         s = self.spec
         versions = {"qai-hub": client_version()}
         return {
@@ -213,84 +242,68 @@ class AihubTarget(TargetBase):
             "aihub_attributes": list(s.attributes),
             "target_runtime": self.runtime,
             "compile_options": self._compile_options(),
-            "profile_options": s.profile_options,
-            "inference_options": s.inference_options,
+            "profile_options": self._with_qairt(s.profile_options),
+            "inference_options": self._with_qairt(s.inference_options),
             "candidate_format": s.candidate_format,
             "timing_source": self.source.value,
             "description": s.description or "",
             "versions": versions,
+            "qairt_version": asked,
+            "qairt_resolved": resolved,
+            "allow_cpu_fallback": self.allow_cpu_fallback,
             # what else determines the compiled artifact: the pipeline's compile cache key
             "compile_key": {"device": dev.name, "attributes": list(s.attributes), "options": self._compile_options(),
-                            "candidate_format": s.candidate_format, **versions},
+                            "candidate_format": s.candidate_format, "qairt_version": asked,
+                            "qairt_resolved": resolved, **versions},
         }
+
+    def _logs_dir(self, fallback: Path | None = None) -> Path:
+        """Where FAILED jobs' logs go: the run's work dir once benchmark() has named it."""
+        if self._work_dir is not None:
+            return self._work_dir / "aihub-logs"
+        return (fallback or Path(tempfile.gettempdir()) / "edgegate") / "aihub-logs"
+
+    def _target_model(self, compiled: CompiledGraph) -> Any:
+        """The compiled model on AI Hub: by id when the service still has it, else uploaded."""
+        info = compiled.details.get("aihub", {})
+        model_id = info.get("target_model_id")
+        if model_id:
+            try:
+                return self.hub.client.get_model(model_id)
+            except Exception as exc:  # noqa: BLE001
+                log.info("AI Hub: model %s not available (%s); uploading the cached artifact", model_id, type(exc).__name__)
+        return self.jobs.upload_model(compiled.artifact, "sha256:" + sha256_file(compiled.artifact), compiled.graph)
 
     # -- compile -------------------------------------------------------------------
 
-    def _source(self, graph: str, onnx_path: Path, tmp: Path) -> tuple[Path, str, str]:
-        """What goes up for a graph: (path, digest, format). AIMET's export when asked for and
-        the ONNX comes from EdgeGate's quantize cache entry (its manifest names the files)."""
-        manifest = onnx_path.parent / "manifest.json"
-        meta: dict[str, Any] = {}
-        if manifest.is_file():
-            meta = json.loads(manifest.read_text()).get("meta", {})
-        if self.spec.candidate_format == "aimet" and meta.get("encodings") and meta.get("encodings_onnx"):
-            d = tmp / f"{graph}.aimet"
-            d.mkdir()
-            src = onnx_path.parent / meta["encodings_onnx"]
-            shutil.copyfile(src, d / f"{graph}.onnx")
-            shutil.copyfile(onnx_path.parent / meta["encodings"], d / f"{graph}.encodings")
-            data = src.with_suffix(".data")
-            if data.is_file():
-                shutil.copyfile(data, d / f"{graph}.data")
-            digest = "sha256:" + digest_json({p.name: sha256_file(p) for p in sorted(d.iterdir())})
-            return d, digest, "aimet"
-        return onnx_path, "sha256:" + sha256_file(onnx_path), "onnx"
-
-    def _upload(self, path: Path, digest: str, graph: str | None) -> Any:
-        """The model on AI Hub, uploaded once per content digest (ledger kind 'upload')."""
-        hub = self.hub
-
-        def usable(row: dict[str, Any]) -> bool:
-            try:
-                hub.client.get_model(row["job_id"])
-                return True
-            except Exception:  # noqa: BLE001 - gone or not ours: upload again
-                return False
-
-        def submit() -> tuple[str, str | None]:
-            m = hub.client.upload_model(str(path), name=path.name)
-            return m.model_id, m.url
-
-        job = hub.get_or_submit(kind="upload", graph=graph, device="*", model_digest=digest, options="",
-                                key_parts={"what": "model"}, submit=submit, usable=usable, done_status="SUCCESS")
-        return hub.call(f"get model {job.job_id}", lambda: hub.client.get_model(job.job_id))
-
     def compile(self, graph: str, onnx_path: Path, out_dir: Path) -> CompiledGraph:
         """One compile job for the device; the downloaded target model is the artifact."""
+        from qai_hub import ModelMetadataKey
+
         out_dir.mkdir(parents=True, exist_ok=True)
         # compile_graphs runs compiles in worker threads and cancels them together
         hub = self._begin() if threading.current_thread() is threading.main_thread() else self.hub
         device = self.device()
-        options = self._compile_options()
-        inputs, outputs = _onnx_io(onnx_path)
+        asked, resolved = self.qairt()
+        options = self._compile_options(graph)
+        inputs, outputs, qdq = _onnx_io(onnx_path)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgegate-aihub-") as tmp:
-            src, digest, fmt = self._source(graph, onnx_path, Path(tmp))
-
-            def submit() -> tuple[str, str | None]:
-                model = self._upload(src, digest, graph)
-                job = hub.client.submit_compile_job(model, device=device, name=f"edgegate {graph}",
-                                                    options=options, retry=False)
-                return job.job_id, job.url
-
-            lj = hub.get_or_submit(kind="compile", graph=graph, device=device.name, model_digest=digest,
-                                   options=options, key_parts={}, submit=submit)
-        job = hub.call(f"get compile job {lj.job_id}", lambda: hub.client.get_job(lj.job_id))
-        hub.wait(job, kind="compile", graph=graph)
+            src, digest, fmt = upload_source(graph, onnx_path, Path(tmp), self.spec.candidate_format)
+            # Reusable across runs only with a pinned QAIRT: under latest/default only a
+            # restarted run waits on its own job.
+            key = {"qairt": resolved, **({} if self.qairt_pinned else {"scope": self._scope.key})}
+            spec = JobSpec("compile", graph, device.name, digest, options, key,
+                           build=lambda name: job_protobuf("compile", name=name, model_id=self.jobs.upload_model(src, digest, graph).model_id,
+                                                           device=device, options=options))
+            outcome = self.jobs.run(spec, logs_dir=self._logs_dir(out_dir.parent))
+        job = outcome.job
         target = job.get_target_model()
         if target is None:
             raise TargetError(f"{self.name}: AI Hub compile job {job.job_id} succeeded but has no target model ({job.url})")
-        hub.ledger.update(job.job_id, "SUCCESS", result={"target_model_id": target.model_id})
+        metadata = hub.call(f"metadata of model {target.model_id}", lambda: target.metadata)
+        qairt = qairt_of_metadata(metadata)
+        self.ledger.update(job.job_id, "SUCCESS", result={"target_model_id": target.model_id})
         artifact = hub.download_model(target.model_id, out_dir)
         wall_ms = (time.perf_counter() - t0) * 1e3
         return CompiledGraph(
@@ -299,9 +312,13 @@ class AihubTarget(TargetBase):
                 "aihub": {
                     "compile_job": job.job_id, "url": job.url, "target_model_id": target.model_id,
                     "device": device.name, "target_runtime": self.runtime, "source_format": fmt,
-                    "source_digest": digest, "options": options, "reused_job": lj.reused,
-                    "client_version": hub.client_version,
+                    "source_digest": digest, "options": options, "reused_job": outcome.ledger.reused,
+                    "client_version": hub.client_version, "quantized": fmt == "aimet" or qdq,
+                    "qairt_version": asked, "graph_names": metadata.get(ModelMetadataKey.QNN_MODEL_GRAPH_NAMES),
+                    "metadata": {k.name: v for k, v in metadata.items()},
+                    "resubmitted": outcome.resubmitted,
                 },
+                "toolchain": toolchain_of(job.device, qairt, hub.client_version),
                 "inputs": inputs,
                 "outputs": outputs,
             },
@@ -321,42 +338,33 @@ class AihubTarget(TargetBase):
             return (end.ToNanoseconds() - start.ToNanoseconds()) / 1e6
         return None
 
-    def _target_model(self, compiled: CompiledGraph) -> Any:
-        """The compiled model on AI Hub: by id when the service still has it, else uploaded."""
-        hub = self.hub
-        info = compiled.details.get("aihub", {})
-        model_id = info.get("target_model_id")
-        if model_id:
-            try:
-                return hub.client.get_model(model_id)
-            except Exception as exc:  # noqa: BLE001
-                log.info("AI Hub: model %s not available (%s); uploading the cached artifact", model_id, type(exc).__name__)
-        return self._upload(compiled.artifact, "sha256:" + sha256_file(compiled.artifact), compiled.graph)
-
     # -- profile -------------------------------------------------------------------
 
-    def _profile(self, compiled: CompiledGraph, work_dir: Path) -> dict[str, Any]:
+    def _profile(self, compiled: CompiledGraph, work_dir: Path, call: int) -> dict[str, Any]:
+        from qai_hub import public_rest_api
+
         hub, device = self.hub, self.device()
         digest = "sha256:" + sha256_file(compiled.artifact)
-        options = self.spec.profile_options
-
-        def submit() -> tuple[str, str | None]:
-            # submit_profile_job is, since qai-hub 0.56, this call with a deprecation notice.
-            job = hub.client.submit_inference_job(self._target_model(compiled), device=device, inputs=None,
-                                                  name=f"edgegate {compiled.graph} profile", options=options,
-                                                  retry=False, profile=True)
-            return job.job_id, job.url
-
-        lj = hub.get_or_submit(kind="profile", graph=compiled.graph, device=device.name, model_digest=digest,
-                               options=options, key_parts={}, submit=submit)
-        job = hub.call(f"get profile job {lj.job_id}", lambda: hub.client.get_job(lj.job_id))
-        hub.wait(job, kind="profile", graph=compiled.graph)
+        options = self._with_qairt(self.spec.profile_options)
+        key = {"scope": self._scope.key, "benchmark": call}
+        spec = JobSpec("profile", compiled.graph, device.name, digest, options, key,
+                       build=lambda name: job_protobuf("profile", name=name, model_id=self._target_model(compiled).model_id,
+                                                       device=device, options=options))
+        outcome = self.jobs.run(spec, logs_dir=self._logs_dir())
+        job = outcome.job
         profile = hub.call(f"download profile of job {job.job_id}", job.download_profile)
         if not profile:
             raise TargetError(f"{self.name}: AI Hub profile job {job.job_id} returned no profile ({job.url})")
+        # ProfileDetail.tool_versions is not in the client's dict: read the job's results.
+        tools = hub.call(f"tool versions of job {job.job_id}",
+                         lambda: list(public_rest_api.get_job_results(hub.config, job.job_id).inference_job_result.detail.tool_versions))
+        tool_versions = [{"name": t.name, "version": t.version} for t in tools]
         work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / f"{compiled.graph}_aihub_profile.json").write_text(json.dumps(profile, indent=1, default=list))
-        return {"profile": profile, "job_id": job.job_id, "url": job.url, "reused_job": lj.reused}
+        (work_dir / f"{compiled.graph}_aihub_profile.json").write_text(
+            json.dumps({**profile, "tool_versions": tool_versions}, indent=1, default=list))
+        return {"profile": profile, "job_id": job.job_id, "url": job.url, "reused_job": outcome.ledger.reused,
+                "toolchain": toolchain_of(job.device, qairt_of_tool_versions(tools), hub.client_version),
+                "tool_versions": tool_versions, "resubmitted": outcome.resubmitted}
 
     def benchmark(
         self,
@@ -369,37 +377,28 @@ class AihubTarget(TargetBase):
         work_dir: Path,
         processes: int = 1,
     ) -> BenchmarkResult:
-        """Profile every graph on the device at once; AI Hub's profiler picks the iterations
-        (``--max_profiler_iterations`` in profile_options), so warmup/repeats do not apply, and
-        one profile job per graph is one process (`processes` does not apply either: the
-        samples carry no process ids, and comparisons say their run-to-run variance is unknown)."""
+        """Profile every graph on the device at once, in new profile jobs (every call measures
+        afresh); AI Hub's profiler picks the iterations (``--max_profiler_iterations`` in
+        profile_options), so warmup/repeats do not apply, and one profile job per graph is one
+        process (`processes` does not apply either: the samples carry no process ids, and
+        comparisons say their run-to-run variance is unknown)."""
         self._begin()
+        with self._init_lock:
+            self._bench_calls += 1
+            call = self._bench_calls
+            if self._work_dir is None:
+                self._work_dir = work_dir
         with ThreadPoolExecutor(max(1, len(compiled)), thread_name_prefix="aihub-profile") as pool:
             try:
-                results = list(pool.map(lambda c: self._profile(c, work_dir), compiled))
+                results = list(pool.map(lambda c: self._profile(c, work_dir, call), compiled))
             except BaseException:
                 self.cancel()  # Ctrl-C or a failed graph: the other waits end at their next poll
                 raise
+        if not self.allow_cpu_fallback:
+            placement_gate(self.name, self.spec.source_label, compiled, results)
         return profile_result(self.device().name, compiled, results)
 
     # -- inference -------------------------------------------------------------------
-
-    def _dataset(self, data: dict[str, list[np.ndarray]], digest: str) -> Any:
-        hub = self.hub
-
-        def usable(row: dict[str, Any]) -> bool:
-            try:
-                return not hub.client.get_dataset(row["job_id"]).is_expired()
-            except Exception:  # noqa: BLE001 - gone: upload again
-                return False
-
-        def submit() -> tuple[str, str | None]:
-            ds = hub.client.upload_dataset(data, name=f"edgegate-{digest[7:19]}")
-            return ds.dataset_id, None
-
-        lj = hub.get_or_submit(kind="upload", graph=None, device="*", model_digest=digest, options="",
-                               key_parts={"what": "dataset"}, submit=submit, usable=usable, done_status="SUCCESS")
-        return hub.call(f"get dataset {lj.job_id}", lambda: hub.client.get_dataset(lj.job_id))
 
     def run_batch(self, compiled: CompiledGraph, feeds_list: Sequence[Mapping[str, np.ndarray]]) -> list[list[np.ndarray]]:
         """One inference job on the device for a batch of feeds; outputs in the same order."""
@@ -409,21 +408,26 @@ class AihubTarget(TargetBase):
         names = list(compiled.details.get("inputs") or feeds_list[0].keys())
         data = {n: [np.ascontiguousarray(f[n]) for f in feeds_list] for n in names}
         data_digest = _digest_arrays(data)
-        dataset = self._dataset(data, data_digest)
         digest = "sha256:" + sha256_file(compiled.artifact)
-        options = self.spec.inference_options
-
-        def submit() -> tuple[str, str | None]:
-            job = hub.client.submit_inference_job(self._target_model(compiled), device=device, inputs=dataset,
-                                                  name=f"edgegate {compiled.graph} x{len(feeds_list)}",
-                                                  options=options, retry=False, profile=False)
-            return job.job_id, job.url
-
-        lj = hub.get_or_submit(kind="inference", graph=compiled.graph, device=device.name, model_digest=digest,
-                               options=options, key_parts={"dataset": data_digest}, submit=submit)
-        job = hub.call(f"get inference job {lj.job_id}", lambda: hub.client.get_job(lj.job_id))
-        hub.wait(job, kind="inference", graph=compiled.graph)
-        out = hub.call(f"download outputs of job {job.job_id}", job.download_output_data)
+        options = self._with_qairt(self.spec.inference_options)
+        spec = JobSpec(
+            "inference", compiled.graph, device.name, digest, options,
+            {"dataset": data_digest, "scope": self._scope.key},
+            build=lambda name: job_protobuf("inference", name=name, model_id=self._target_model(compiled).model_id,
+                                            device=device, options=options,
+                                            dataset_id=self.jobs.upload_dataset(data, data_digest).dataset_id),
+        )
+        for attempt in range(2):
+            outcome = self.jobs.run(spec, logs_dir=self._logs_dir())
+            job = outcome.job
+            try:
+                out = hub.call(f"download outputs of job {job.job_id}", job.download_output_data)
+                break
+            except TargetError:
+                if attempt or not outcome.ledger.reused:
+                    raise
+                # a resumed job whose output dataset expired: run it again
+                self.ledger.update(job.job_id, "EXPIRED")
         if not out:
             raise TargetError(f"{self.name}: AI Hub inference job {job.job_id} returned no outputs ({job.url})")
         wanted = list(compiled.details.get("outputs") or [])
@@ -438,55 +442,6 @@ class AihubTarget(TargetBase):
     def open(self, compiled: CompiledGraph) -> _AihubSession:
         """A per-call session (one job per call): the pipeline batches calls with run_batch."""
         return _AihubSession(self, compiled)
-
-
-def profile_result(device: str, compiled: Sequence[CompiledGraph], results: Sequence[dict[str, Any]]) -> BenchmarkResult:
-    """Map AI Hub profiles (as ``download_profile()`` returns them) onto a BenchmarkResult."""
-    timings, placement, per_graph = [], {}, {}
-    peaks: list[float | None] = []
-    load_peaks: list[float | None] = []
-    lows, highs = [], []
-    for c, r in zip(compiled, results):
-        es = r["profile"].get("execution_summary") or {}
-        est = es.get("estimated_inference_time")
-        samples_us = list(es.get("all_inference_times") or ([est] if est else []))
-        if not samples_us:
-            raise TargetError(f"AI Hub profile job {r['job_id']} (graph '{c.graph}') has no inference time ({r['url']})")
-        first, warm = es.get("first_load_time"), es.get("warm_load_time")
-        load_ms = (first or warm or 0) / 1e3
-        timings.append(GraphTiming(c.graph, tuple(float(t) / 1e3 for t in samples_us), 0, float(load_ms)))
-        units = Counter(str(layer.get("compute_unit", "")).upper() for layer in r["profile"].get("execution_detail") or [])
-        placement[c.graph] = {"NPU": units.get("NPU", 0), "GPU": units.get("GPU", 0), "CPU": units.get("CPU", 0)}
-        peak = es.get("estimated_inference_peak_memory")
-        peaks.append(float(peak) if peak else None)
-        lp = es.get("first_load_peak_memory")
-        load_peaks.append(float(lp) if lp else None)
-        rng = es.get("inference_memory_peak_range")
-        if rng:
-            lows.append(float(rng[0]))
-            highs.append(float(rng[1]))
-        per_graph[c.graph] = {
-            "job_id": r["job_id"], "url": r["url"], "reused_job": r.get("reused_job", False),
-            "estimated_inference_time_us": est, "samples": len(samples_us),
-            "first_load_time_ms": first / 1e3 if first else None, "warm_load_time_ms": warm / 1e3 if warm else None,
-            "estimated_inference_peak_memory_bytes": peak, "inference_memory_peak_range_bytes": list(rng) if rng else None,
-        }
-    details: dict[str, Any] = {"device": device, "placement": placement, "profiles": per_graph}
-    if lows and len(lows) == len(compiled):
-        details["peak_memory_range_mb"] = [sum(lows) / _MIB, sum(highs) / _MIB]
-    all_peaks = all(p is not None for p in peaks)
-    all_load = all(p is not None for p in load_peaks)
-    return BenchmarkResult(
-        source=Source.AIHUB_PROFILE,
-        timings=tuple(timings),
-        peak_memory_mb=sum(p for p in peaks if p) / _MIB if all_peaks else None,
-        load_peak_memory_mb=sum(p for p in load_peaks if p) / _MIB if all_load else None,
-        memory_method=(
-            "AI Hub profile: estimated_inference_peak_memory (and first_load_peak_memory) per graph, "
-            "each graph profiled on its own, summed over the graphs"
-        ),
-        details=details,
-    )
 
 
 def target_for_device(device: Any) -> AihubTarget:

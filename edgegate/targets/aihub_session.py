@@ -1,30 +1,31 @@
-"""The qai_hub client as EdgeGate drives it: credentials, retries, the job ledger, waiting.
+"""The qai_hub client as EdgeGate drives it: credentials, retries, rate limits, waiting.
 
 * Credentials: ``EDGEGATE_AIHUB_TOKEN`` (with ``EDGEGATE_AIHUB_API_URL`` for another
   endpoint), else the client's own config: ``QAIHUB_CLIENT_INI`` or ``~/.qai_hub/client.ini``
   as ``qai-hub configure`` writes it. The token never leaves this module: every message
   EdgeGate builds from the service's answers goes through ``redact``.
-* Transient failures (5xx, 429, dropped connections, timeouts) are retried with bounded
-  exponential backoff, on top of the client's own retries.
-* The ledger: every job id is written to the ``aihub_jobs`` table the moment the job is
-  submitted, under a resume key (model digest, device, options, client version). Before
-  submitting, a job with the same key that has not FAILED is reused: a rerun after a crash
-  or Ctrl-C waits on the same job instead of paying for a new one.
+* Rate limits: a 429 or 503 waits the server's ``Retry-After`` (EdgeGate's own job-creating
+  POST reads the header; the client's RateLimitedError carries Django REST framework's
+  "Expected available in N seconds"), else 20, 40, 60, 60 ... s as the client's own rate-limit
+  loop does, until ``rate_limit_budget_s`` (default 600 s, the client's 10 minutes) is spent.
+* Other transient failures (5xx, dropped connections, timeouts) are retried ``max_retries``
+  times with bounded exponential backoff, on top of the client's own retries.
+* Time is injectable (``clock``, ``sleep``): tests simulate a 2-minute 429 storm without
+  sleeping.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import os
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from edgegate.artifacts import digest_json
 from edgegate.errors import EdgeGateError, InputError, TargetError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ NO_TOKEN = (
     "(it writes ~/.qai_hub/client.ini), or point QAIHUB_CLIENT_INI at a client.ini; the token is "
     "on your AI Hub account page"
 )
+# The client's _api_call_with_retry waits 20 s, then doubles up to 60 s, for 10 minutes.
+RATE_LIMIT_WAITS_S = (20.0, 40.0, 60.0)
+RATE_LIMIT_STATUSES = (429, 503)
 
 T = TypeVar("T")
 
@@ -51,7 +55,11 @@ def client_version() -> str:
 def load_client_config() -> tuple[Any, str]:
     """The client config to use and where it came from (never the token itself)."""
     from qai_hub.api_utils import get_config_path, load_api_config_from_file
-    from qai_hub.public_rest_api import DEFAULT_HUB_API_URL, DEFAULT_HUB_WEB_URL, ClientConfig
+    from qai_hub.public_rest_api import (
+        DEFAULT_HUB_API_URL,
+        DEFAULT_HUB_WEB_URL,
+        ClientConfig,
+    )
 
     token = os.environ.get(TOKEN_ENV, "").strip()
     if token:
@@ -69,6 +77,15 @@ def load_client_config() -> tuple[Any, str]:
         raise InputError(f"{path}: api_token is empty; {NO_TOKEN}")
     config.verbose = False  # no progress bars or prints from the client on EdgeGate's stdout
     return config, path
+
+
+def credentials_source() -> str | None:
+    """Where AI Hub credentials would come from (TOKEN_ENV or a client.ini path), or None when
+    there are none: for callers that use AI Hub only when a token is set (``edgegate devices``)."""
+    try:
+        return load_client_config()[1]
+    except InputError:
+        return None
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
@@ -92,7 +109,73 @@ class _RedactFilter(logging.Filter):
 
 
 # Loggers of the client and its HTTP stack: they log URLs, never headers; filtered anyway.
-_CLIENT_LOGGERS = ("api_utils", "public_rest_api", "LogRetry", "s3_transfer", "urllib3.connectionpool", __name__)
+_CLIENT_LOGGERS = ("api_utils", "public_rest_api", "LogRetry", "s3_transfer", "urllib3.connectionpool", "backoff",
+                   __name__, "edgegate.targets.aihub", "edgegate.targets.aihub_jobs")
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+class RateLimited(Exception):
+    """A 429/503 answer to EdgeGate's own job-creating POST, with the server's Retry-After."""
+
+    def __init__(self, status: int, retry_after_s: float | None) -> None:
+        super().__init__(f"HTTP {status}" + (f" (Retry-After: {retry_after_s:g} s)" if retry_after_s is not None else ""))
+        self.status, self.retry_after_s = status, retry_after_s
+
+
+class AmbiguousSubmit(Exception):
+    """A job-creating POST whose answer never arrived (dropped, timed out, 500/502/504): the
+    job may exist. Look it up by name before submitting again."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (RFC 9110: delay-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_DRF_THROTTLE = re.compile(r"available in (\d+) seconds?")
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind a client exception (the client raises InternalError *from* the
+    APIException or requests' RetryError)."""
+    import requests
+    from qai_hub.public_rest_api import APIException
+
+    for e in (exc, exc.__cause__):
+        if isinstance(e, RateLimited):
+            return e.status
+        if isinstance(e, APIException) and e.status_code is not None:
+            return int(e.status_code)
+        if isinstance(e, requests.exceptions.RetryError):
+            m = re.search(r"too many (\d{3}) error responses", str(e))
+            if m:
+                return int(m.group(1))
+    return None
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    from qai_hub.client import RateLimitedError
+
+    return isinstance(exc, RateLimitedError) or _http_status(exc) in RATE_LIMIT_STATUSES
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """How long the server asked us to wait, where the client lets us see it."""
+    if isinstance(exc, RateLimited):
+        return exc.retry_after_s
+    m = _DRF_THROTTLE.search(str(exc))
+    return float(m.group(1)) if m else None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -101,6 +184,8 @@ def is_transient(exc: BaseException) -> bool:
     from qai_hub.client import InternalError, RateLimitedError
     from qai_hub.public_rest_api import APIException
 
+    if isinstance(exc, (RateLimited, AmbiguousSubmit)):
+        return True
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                         requests.exceptions.ChunkedEncodingError, requests.exceptions.RetryError)):
         return True
@@ -119,62 +204,35 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-@dataclass
-class Ledger:
-    """Where job ids go the moment they exist: the run's database, or memory when detached."""
-
-    db: Any = None  # ExperimentDB
-    run_id: int | None = None
-    _memory: list[dict[str, Any]] = field(default_factory=list)
-
-    def find(self, key: str, exclude: tuple[str, ...]) -> dict[str, Any] | None:
-        if self.db is not None:
-            return self.db.find_aihub_job(key, exclude_status=exclude)
-        for row in reversed(self._memory):
-            if row["resume_key"] == key and row["status"] not in exclude:
-                return row
-        return None
-
-    def add(self, **row: Any) -> None:
-        if self.db is not None:
-            self.db.add_aihub_job(run_id=self.run_id, **row)
-        else:
-            self._memory.append({**row, "run_id": self.run_id, "result": row.get("result") or {}})
-
-    def update(self, job_id: str, status: str, **kw: Any) -> None:
-        if self.db is not None:
-            self.db.update_aihub_job(job_id, status, **kw)
-            return
-        for row in self._memory:
-            if row["job_id"] == job_id:
-                row["status"] = status
-                if kw.get("result"):
-                    row["result"] = {**row.get("result", {}), **kw["result"]}
-                if kw.get("failure_reason"):
-                    row["failure_reason"] = kw["failure_reason"]
-
-
-@dataclass(frozen=True)
-class LedgerJob:
-    job_id: str
-    reused: bool
-    status: str
-    result: dict[str, Any]
+# ----------------------------------------------------------------------------- session
 
 
 class HubSession:
-    """One qai_hub Client plus EdgeGate's retries, waiting and ledger, shared by a target's threads."""
+    """One qai_hub Client plus EdgeGate's retries and waiting, shared by a target's threads."""
 
     backoff_s = 1.0  # first retry delay; doubles per attempt up to backoff_max_s
     backoff_max_s = 30.0
 
-    def __init__(self, name: str, *, poll_interval_s: float, job_timeout_s: float, max_retries: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        poll_interval_s: float,
+        job_timeout_s: float,
+        max_retries: int,
+        rate_limit_budget_s: float = 600.0,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         import qai_hub
 
         self.name = name
         self.poll_interval_s = poll_interval_s
         self.job_timeout_s = job_timeout_s
         self.max_retries = max_retries
+        self.rate_limit_budget_s = rate_limit_budget_s
+        self.clock = clock or time.monotonic
+        self._sleep = sleep
         config, self.config_source = load_client_config()
         self.secrets = (config.api_token,)
         for name_ in _CLIENT_LOGGERS:
@@ -183,9 +241,6 @@ class HubSession:
                 logger.addFilter(_RedactFilter(self.secrets))
         self.client = qai_hub.Client(config=config)
         self.client_version = client_version()
-        self.ledger = Ledger()
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
         # Set when the run is being torn down (Ctrl-C, SIGTERM, another graph's failure): waits
         # in worker threads stop at their next poll; the jobs stay in the ledger for a rerun.
         self.stopping = threading.Event()
@@ -199,108 +254,70 @@ class HubSession:
 
     # -- retries ---------------------------------------------------------------
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()`` with transient failures retried (bounded exponential backoff)."""
-        attempt = 0
+    def pause(self, seconds: float, what: str) -> None:
+        """Wait before a retry: the injected sleep (tests), else a wait that a cancel ends."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif self.stopping.wait(seconds):
+            raise TargetError(f"{self.name}: AI Hub: {what}: stopped while waiting to retry")
+
+    def call(self, what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None) -> T:
+        """``fn()`` with rate limits waited out (Retry-After, within rate_limit_budget_s) and
+        other transient failures retried (bounded exponential backoff). ``recover`` runs after
+        an ambiguous failure, before ``fn`` is tried again: a submit looks its job up by name,
+        and a job it finds is the answer."""
+        attempt, waits, waited = 0, 0, 0.0
         while True:
             try:
                 return fn()
             except EdgeGateError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below
-                if not is_transient(exc):
-                    raise TargetError(f"{self.name}: AI Hub: {what}: {self.redact(one_line(exc))}") from None
-                if attempt >= self.max_retries:
+                reason = self.redact(one_line(exc))
+                if is_rate_limited(exc):
+                    left = self.rate_limit_budget_s - waited
+                    if left <= 0:
+                        raise TargetError(
+                            f"{self.name}: AI Hub: {what}: still rate-limited ({reason}) after waiting "
+                            f"{waited:g} s (rate_limit_budget_s: {self.rate_limit_budget_s:g} in the device file)"
+                        ) from None
+                    asked = retry_after_of(exc)
+                    delay = min(asked if asked is not None else RATE_LIMIT_WAITS_S[min(waits, 2)], left)
+                    log.info("AI Hub: %s: rate-limited (%s); waiting %.0f s (%.0f of %.0f s spent)",
+                             what, reason, delay, waited, self.rate_limit_budget_s)
+                    self.pause(delay, what)
+                    waits, waited = waits + 1, waited + delay
+                elif not is_transient(exc):
+                    raise TargetError(f"{self.name}: AI Hub: {what}: {reason}") from None
+                elif attempt >= self.max_retries:
                     raise TargetError(
-                        f"{self.name}: AI Hub: {what}: still failing after {attempt + 1} attempts: "
-                        f"{self.redact(one_line(exc))}"
+                        f"{self.name}: AI Hub: {what}: still failing after {attempt + 1} attempts: {reason}"
                     ) from None
-                delay = min(self.backoff_s * 2**attempt, self.backoff_max_s) * (0.5 + random.random() / 2)
-                log.info("AI Hub: %s: transient failure (%s); retry %d in %.2f s", what,
-                         self.redact(one_line(exc)), attempt + 1, delay)
-                time.sleep(delay)
-                attempt += 1
-
-    # -- ledger ----------------------------------------------------------------
-
-    def resume_key(self, kind: str, parts: Mapping[str, Any]) -> str:
-        return "sha256:" + digest_json({"kind": kind, **parts, "client": self.client_version})
-
-    def _lock(self, key: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
-
-    def get_or_submit(
-        self,
-        *,
-        kind: str,
-        graph: str | None,
-        device: str,
-        model_digest: str,
-        options: str,
-        key_parts: Mapping[str, Any],
-        submit: Callable[[], tuple[str, str | None]],
-        usable: Callable[[dict[str, Any]], bool] | None = None,
-        done_status: str | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> LedgerJob:
-        """Reuse the ledger's job for this key unless it FAILED; else submit and record at once.
-
-        ``usable`` can reject a found row (an expired dataset); ``done_status`` is the status of
-        what ``submit`` returns when it is finished already (uploads).
-        """
-        key = self.resume_key(kind, {"model": model_digest, "device": device, "options": options, **key_parts})
-        options_digest = "sha256:" + digest_json(options)
-        with self._lock(key):
-            found = self.ledger.find(key, exclude=("FAILED", "EXPIRED"))
-            if found is not None and (usable is None or usable(found)):
-                self.ledger.add(
-                    graph=graph, kind=kind, job_id=found["job_id"], status=found["status"], device=device,
-                    options_digest=options_digest, resume_key=key, model_digest=model_digest,
-                    client_version=self.client_version, url=found.get("url"), reused=True,
-                    result=found.get("result") or None,
-                )
-                log.info("AI Hub: %s %s: reusing %s (%s)", kind, graph or "", found["job_id"], found["status"])
-                return LedgerJob(found["job_id"], True, found["status"], dict(found.get("result") or {}))
-            if found is not None:
-                self.ledger.update(found["job_id"], "EXPIRED")
-            job_id, url = self.call(f"submit {kind} ({graph or 'data'})", submit)
-            status = done_status or "SUBMITTED"
-            self.ledger.add(
-                graph=graph, kind=kind, job_id=job_id, status=status, device=device, options_digest=options_digest,
-                resume_key=key, model_digest=model_digest, client_version=self.client_version, url=url,
-                result=result,
-            )
-            return LedgerJob(job_id, False, status, dict(result or {}))
+                else:
+                    delay = min(self.backoff_s * 2**attempt, self.backoff_max_s) * (0.5 + random.random() / 2)
+                    log.info("AI Hub: %s: transient failure (%s); retry %d in %.2f s", what, reason, attempt + 1, delay)
+                    self.pause(delay, what)
+                    attempt += 1
+                if recover is not None and isinstance(exc, AmbiguousSubmit):
+                    found = recover()
+                    if found is not None:
+                        return found
 
     # -- waiting ---------------------------------------------------------------
 
-    def wait(self, job: Any, *, kind: str, graph: str | None) -> Any:
-        """Poll until the job finishes; FAILED and timeouts raise with the job id and URL."""
-        from edgegate.errors import CompileError
-
-        deadline = time.monotonic() + self.job_timeout_s
+    def wait(self, job: Any, *, kind: str, on_status: Callable[[Any], None]) -> Any:
+        """Poll until the job finishes and return its final JobStatus (SUCCESS or FAILED);
+        ``on_status`` sees every change. Timeouts and a stop raise with the job id and URL."""
+        deadline = self.clock() + self.job_timeout_s
         last = None
         while True:
             status = self.call(f"status of {kind} job {job.job_id}", job.get_status)
             if status.code != last:
                 last = status.code
-                if status.finished:
-                    reason = status.message if status.failure else None
-                    self.ledger.update(job.job_id, "SUCCESS" if status.success else "FAILED",
-                                       failure_reason=self.redact(reason) if reason else None, finished=True)
-                else:
-                    self.ledger.update(job.job_id, status.code)
-            if status.success:
+                on_status(status)
+            if status.finished:
                 return status
-            if status.failure:
-                err = CompileError if kind == "compile" else TargetError
-                raise err(
-                    f"{self.name}: AI Hub {kind} job {job.job_id}"
-                    + (f" (graph '{graph}')" if graph else "")
-                    + f" FAILED: {self.redact(status.message or 'no reason given')} ({job.url})"
-                )
-            if time.monotonic() >= deadline:
+            if self.clock() >= deadline:
                 raise TargetError(
                     f"{self.name}: AI Hub {kind} job {job.job_id} still {status.code} after "
                     f"{self.job_timeout_s:g} s (job_timeout_s in the device file); rerun to keep waiting "
@@ -314,8 +331,10 @@ class HubSession:
 
     # -- files -------------------------------------------------------------------
 
-    def download_model(self, model_id: str, out_dir: Path) -> Path:
+    def download_model(self, model_id: str, out_dir: Any) -> Any:
         """The model file (a compiled target model), into out_dir, without the client's prints."""
+        from pathlib import Path
+
         from qai_hub import public_rest_api
 
         path = self.call(

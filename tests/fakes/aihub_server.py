@@ -4,19 +4,30 @@ client's code in qai-hub 0.56.0 (public_rest_api.py, api_utils.py, client.py).
 
 TEST FIXTURE ONLY: never shipped in the package. What it does for real and what it makes up:
 
-* Uploads and downloads go to URLs it serves itself (``/blobs/KEY``): model parts by PUT
-  (answering an ETag, as S3 does), datasets by multipart POST, downloads by GET.
+* Catalogue: 2026's by default (tests/fakes/aihub_data.py: no RB5 / QCS8250 / QCS6490 Proxy;
+  QCS6490 is the RB3 Gen 2 Vision Kit); ``devices=CATALOGUE_2025`` gives the old one.
+  "(Family)" devices run each job on one member, and the job records that member.
+* QAIRT: GET /frameworks/ lists releases with "default"/"latest" tags; ``--qairt_version``
+  in a job's options picks one (unknown: 400). Compiled models carry the release in their
+  metadata (QAIRT_SDK_VERSION), profiles in ``tool_versions``. Tests change releases and
+  tags through ``fake.qairt``.
+* Uploads and downloads go to URLs it serves itself (``/blobs/KEY``). Datasets expire
+  (``expire_dataset``); models can vanish (``delete_model``).
 * Jobs move CREATED -> running -> DONE/FAILED on a clock, per a scripted behaviour table
-  (delay, FAILED with a reason, never finishing) and HTTP faults (N x 5xx, dropped
-  connections) per method and path.
+  (delay, FAILED with a reason and a Job.failure_type, never finishing). Finished jobs
+  advertise ``available_artifacts`` (device and hub logs) served by the artifact_list endpoint.
+* HTTP faults per method and path: N x status, dropped connections before the request is
+  handled, or AFTER it was handled (the response is lost: an ambiguous submit). ``storm``
+  answers 429/503 with Retry-After (and Django REST framework's throttle body) for a while
+  on an injectable clock.
 * Compile "compiles" the uploaded ONNX (or ``.aimet`` directory, whose encodings it applies
-  as Quantize/DequantizeLinear pairs) into a runnable ONNX and serves it, behind a marker
-  header, as the target model.
+  as Quantize/DequantizeLinear pairs) into a runnable ONNX served, behind a marker header,
+  as the target model. Context binaries name their graph from ``--qnn_options
+  context_enable_graphs=NAME``, else a random name (as QNN does).
 * Inference jobs compute their outputs FOR REAL: ONNX Runtime CPU runs the submitted model
   on the uploaded dataset, so scores computed from them are real numbers.
-* Profile jobs return a ProfileDetail whose times and memory are SYNTHETIC (a function of
-  the node count), and whose per-layer compute units say NPU for every node (CPU for op
-  types a behaviour lists). Never read them as a measurement.
+* Profile jobs return a ProfileDetail whose times and memory are SYNTHETIC (aihub_data.py);
+  compute units are NPU unless a behaviour lists op types for CPU / GPU / UNSPECIFIED.
 """
 
 from __future__ import annotations
@@ -28,44 +39,34 @@ import json
 import re
 import threading
 import time
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from fakes.aihub_data import (  # noqa: F401 - re-exported for tests and benches
+    CATALOGUE_2025,
+    CATALOGUE_2026,
+    Device,
+    Qairt,
+    apply_encodings,
+    pb as _pb,
+    qairt_releases,
+    resolve_qairt,
+    synthetic_profile,
+    target_metadata,
+)
+
 FAKE_TARGET_MARKER = b"EDGEGATE-FAKE-AIHUB-TARGET-MODEL\n"  # so nobody mistakes it for a context binary
-
-
-def _pb():
-    from qai_hub import public_api_pb2
-
-    return public_api_pb2
-
-
-@dataclass
-class Device:
-    name: str
-    os: str
-    attributes: list[str]
-
-
-DEFAULT_DEVICES = [
-    Device("RB5 (Proxy)", "12", ["chipset:qualcomm-qcs8250-proxy", "hexagon:v66", "framework:tflite",
-                                 "framework:qnn", "framework:onnx", "format:iot", "os:android", "vendor:qualcomm"]),
-    Device("QCS8250 (Proxy)", "12", ["chipset:qualcomm-qcs8250-proxy", "hexagon:v66", "framework:tflite",
-                                     "framework:qnn", "framework:onnx", "format:iot", "os:android"]),
-    Device("QCS6490 (Proxy)", "12", ["chipset:qualcomm-qcs6490-proxy", "hexagon:v68", "framework:tflite",
-                                     "framework:qnn", "framework:onnx", "format:iot", "os:android"]),
-    Device("Samsung Galaxy S24 (Family)", "14", ["chipset:qualcomm-snapdragon-8gen3", "hexagon:v75",
-                                                 "htp-supports-fp16:true", "framework:tflite", "framework:qnn",
-                                                 "framework:onnx", "format:phone", "os:android", "vendor:samsung"]),
-]
+DEFAULT_DEVICES = CATALOGUE_2026
+DAY = 86400.0
 
 
 @dataclass
@@ -76,11 +77,14 @@ class Behaviour:
     kind: str
     delay_s: float = 0.1
     fail: str | None = None
+    failure_type: str = "UNKNOWN"  # a JobFailureType name, set on the outer Job when failing
     never_finish: bool = False
     match: str | None = None
     times: int | None = None  # only the first N matching jobs
     minimal_profile: bool = False  # a ProfileDetail without the optional fields
     cpu_op_types: tuple[str, ...] = ()
+    gpu_op_types: tuple[str, ...] = ()
+    unspecified_op_types: tuple[str, ...] = ()
 
     def matches(self, kind: str, name: str, device: str) -> bool:
         if kind != self.kind or (self.times is not None and self.times <= 0):
@@ -92,8 +96,19 @@ class Behaviour:
 class Fault:
     method: str
     pattern: str  # regex on the path
-    status: int  # 0: drop the connection without an answer
+    status: int  # 0: drop the connection without an answer (unused with after=True)
     times: int
+    after: bool = False  # handle the request first, then drop the connection (the answer is lost)
+
+
+@dataclass
+class Storm:
+    status: int  # 429 or 503
+    until: float  # on the storm's clock
+    retry_after_s: int
+    clock: Callable[[], float]
+    pattern: str
+    hits: int = 0
 
 
 @dataclass
@@ -101,18 +116,21 @@ class _Job:
     id: str
     kind: str  # compile | profile | inference
     name: str
-    device: Device
+    device: Device  # the device that runs it (a member, for a family)
     model_id: str
     options: str
     created: float
     behaviour: Behaviour
+    qairt: Qairt
     dataset_id: str | None = None
     state: int = 1
     failure: str | None = None
+    failure_type: int = 0
     target_model_id: str | None = None
     output_dataset_id: str | None = None
     profile: Any = None
     finished_at: float | None = None
+    logs: dict[int, str] = field(default_factory=dict)  # JobArtifactType -> blob key
     created_wall: float = field(default_factory=time.time)
 
 
@@ -123,72 +141,9 @@ def _array_digest(files: dict[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def apply_encodings(model_bytes: bytes, encodings: dict[str, Any]) -> bytes:
-    """AIMET 1.0.0 encodings onto a plain ONNX: weights fake-quantized, 8-bit activations
-    wrapped in QuantizeLinear/DequantizeLinear (uint8, zero point = -offset)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    m = onnx.load_from_string(model_bytes)
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    for e in encodings.get("param_encodings", []):
-        init = inits.get(e["name"])
-        if init is None:
-            continue
-        w = numpy_helper.to_array(init).astype(np.float64)
-        scale, offset = np.asarray(e["scale"], np.float64), np.asarray(e["offset"], np.float64)
-        if scale.size > 1 and w.ndim and w.shape[0] == scale.size:
-            shape = (-1,) + (1,) * (w.ndim - 1)
-            scale, offset = scale.reshape(shape), offset.reshape(shape)
-        q = np.clip(np.round(w / scale) - offset, 0, 2 ** int(e["bw"]) - 1)
-        init.CopyFrom(numpy_helper.from_array(((q + offset) * scale).astype(np.float32), init.name))
-    graph_inputs = {i.name for i in g.input}
-    for n, e in enumerate(encodings.get("activation_encodings", [])):
-        if int(e["bw"]) != 8:
-            continue
-        name = e["name"]
-        s_name, z_name = f"_fq{n}_scale", f"_fq{n}_zp"
-        g.initializer.extend([
-            numpy_helper.from_array(np.asarray(e["scale"][0], np.float32), s_name),
-            numpy_helper.from_array(np.asarray(-int(e["offset"][0]), np.uint8), z_name),
-        ])
-        if name in graph_inputs:
-            src, dst = name, f"{name}_fq{n}"
-            for node in g.node:
-                node.input[:] = [dst if i == src else i for i in node.input]
-        else:
-            producers = [node for node in g.node if name in node.output]
-            if not producers:
-                continue
-            src, dst = f"{name}_raw{n}", name
-            producers[0].output[:] = [src if o == name else o for o in producers[0].output]
-        g.node.extend([
-            helper.make_node("QuantizeLinear", [src, s_name, z_name], [f"{dst}_q{n}"]),
-            helper.make_node("DequantizeLinear", [f"{dst}_q{n}", s_name, z_name], [dst]),
-        ])
-    from onnx import utils  # noqa: F401 - keeps the import local to the fixture
-
-    sorted_nodes = _toposort(g)
-    del g.node[:]
-    g.node.extend(sorted_nodes)
-    return m.SerializeToString()
-
-
-def _toposort(g: Any) -> list[Any]:
-    ready = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
-    left, out = list(g.node), []
-    while left:
-        progressed = False
-        for node in list(left):
-            if all(i in ready for i in node.input):
-                out.append(node)
-                ready.update(node.output)
-                left.remove(node)
-                progressed = True
-        if not progressed:
-            raise ValueError("graph has a cycle or a missing input")
-    return out
+def _option(options: str, flag: str) -> str | None:
+    m = re.search(rf"{flag}\s+(\S+)", options)
+    return m.group(1) if m else None
 
 
 class FakeAihub:
@@ -196,9 +151,12 @@ class FakeAihub:
 
     def __init__(self, token: str, devices: list[Device] | None = None) -> None:
         self.token = token
-        self.devices = list(devices or DEFAULT_DEVICES)
+        # copies: a family's round robin is this service's own
+        self.devices = [Device(d.name, d.os, list(d.attributes), list(d.members)) for d in devices or DEFAULT_DEVICES]
+        self.qairt: list[Qairt] = qairt_releases()
         self.behaviours: list[Behaviour] = []
         self.faults: list[Fault] = []
+        self.storms: list[Storm] = []
         self.submissions: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.auth_failures = 0
@@ -220,12 +178,32 @@ class FakeAihub:
             self.behaviours.append(b)
         return b
 
-    def fault(self, method: str, pattern: str, status: int, times: int = 1) -> None:
+    def fault(self, method: str, pattern: str, status: int, times: int = 1, after: bool = False) -> None:
         with self._lock:
-            self.faults.append(Fault(method, pattern, status, times))
+            self.faults.append(Fault(method, pattern, status, times, after))
+
+    def storm(self, seconds: float, *, status: int = 429, retry_after_s: int = 30,
+              clock: Callable[[], float] = time.monotonic, pattern: str = r"^/api/v1/") -> Storm:
+        """Answer every matching API request with ``status`` and Retry-After for ``seconds``
+        of ``clock`` (a test's simulated clock, so nobody sleeps for real)."""
+        s = Storm(status, clock() + seconds, retry_after_s, clock, pattern)
+        with self._lock:
+            self.storms.append(s)
+        return s
 
     def count(self, kind: str, device: str | None = None) -> int:
         return sum(1 for s in self.submissions if s["kind"] == kind and (device is None or s["device"] == device))
+
+    def expire_dataset(self, dataset_id: str) -> None:
+        with self._lock:
+            self._datasets[dataset_id]["created"] = time.time() - 31 * DAY
+
+    def delete_model(self, model_id: str) -> None:
+        with self._lock:
+            self._models.pop(model_id, None)
+
+    def job(self, job_id: str) -> _Job:
+        return self._jobs[job_id]
 
     def write_client_ini(self, path: Path, token: str | None = None) -> Path:
         path.write_text(
@@ -330,8 +308,7 @@ class FakeAihub:
                 runnable = self._runnable(job.model_id)
                 key = self._id("blob")
                 self._blobs[key] = FAKE_TARGET_MARKER + runnable
-                tm = self._models[job.target_model_id]
-                tm.update(blob=key, runnable=runnable)
+                self._models[job.target_model_id].update(blob=key, runnable=runnable)
             elif job.kind == "inference":
                 job.output_dataset_id = self._infer(job)
             else:
@@ -339,7 +316,16 @@ class FakeAihub:
             job.state = pb.JobState.JOB_STATE_DONE
         except Exception as exc:  # noqa: BLE001 - a failed job, as the service reports it
             job.state, job.failure = pb.JobState.JOB_STATE_FAILED, str(exc)
+            job.failure_type = pb.JobFailureType.Value(f"JOB_FAILURE_TYPE_{job.behaviour.failure_type}")
         job.finished_at = time.time()
+        kinds = [pb.JobArtifactType.JOB_ARTIFACT_TYPE_HUB_LOG]
+        if job.kind != "compile":
+            kinds.insert(0, pb.JobArtifactType.JOB_ARTIFACT_TYPE_DEVICE_LOG)
+        for t in kinds:
+            key = self._id("blob")
+            self._blobs[key] = (f"{pb.JobArtifactType.Name(t)} of {job.kind} job {job.id} on {job.device.name}\n"
+                                f"state: {pb.JobState.Name(job.state)}\n{job.failure or ''}\n").encode()
+            job.logs[t] = key
 
     def _infer(self, job: _Job) -> str:
         import h5py
@@ -364,30 +350,14 @@ class FakeAihub:
         return self._new_dataset("outputs", buf.getvalue())
 
     def _profile(self, job: _Job) -> Any:
-        """SYNTHETIC numbers, a function of the node count; compute units from the op types."""
         import onnx
 
-        pb = _pb()
         g = onnx.load_from_string(self._runnable(job.model_id)).graph
         nodes = [n for n in g.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
-        est = 200 + 7 * len(nodes)  # microseconds, made up
-        d = pb.ProfileDetail(major_version=1, execution_time=est, after_execution_peak_memory=1_000_000 + 40_000 * len(nodes),
-                             cold_load_time=9_000 + 50 * len(nodes), warm_load_time=3_000 + 20 * len(nodes),
-                             after_cold_load_peak_memory=2_000_000 + 10_000 * len(nodes))
-        for n in nodes:
-            unit = "CPU" if n.op_type in job.behaviour.cpu_op_types else "NPU"
-            d.layer_details.append(pb.LayerDetail(name=n.name, layer_type_name=n.op_type,
-                                                  compute_unit=pb.ComputeUnit.Value(f"COMPUTE_UNIT_{unit}")))
-        if not job.behaviour.minimal_profile:
-            d.minor_version = 2
-            d.all_execution_times.extend(est + (k % 5) * 3 for k in range(20))
-            d.execution_memory.peak.lower = d.after_execution_peak_memory - 100_000
-            d.execution_memory.peak.upper = d.after_execution_peak_memory + 100_000
-            d.execution_memory.increase.lower, d.execution_memory.increase.upper = 10_000, 20_000
-            d.cold_load_memory.peak.lower, d.cold_load_memory.peak.upper = 1, 2
-        else:
-            d.after_execution_peak_memory = 0  # not measured
-        return d
+        b = job.behaviour
+        units = {**{t: "UNSPECIFIED" for t in b.unspecified_op_types}, **{t: "GPU" for t in b.gpu_op_types},
+                 **{t: "CPU" for t in b.cpu_op_types}}
+        return synthetic_profile(nodes, job.qairt, units, b.minimal_profile)
 
     def _new_dataset(self, name: str, data: bytes | None) -> str:
         did = self._id("d")
@@ -413,19 +383,28 @@ class FakeAihub:
                 "inference": pb.JobState.JOB_STATE_RUNNING_INFERENCE,
             }[job.kind]
 
+    def _model_pb(self, model_id: str) -> Any:
+        pb = _pb()
+        m = self._models[model_id]
+        reply = pb.Model(model_id=model_id, name=m["name"], model_type=m["model_type"], is_directory=m["is_directory"])
+        reply.creation_time.FromSeconds(int(m["created"]))
+        if m.get("producer"):
+            reply.producer_id = m["producer"]
+        for k, v in (m.get("metadata") or {}).items():
+            reply.metadata.entries[k] = v
+        return reply
+
     def _job_pb(self, job: _Job) -> Any:
         pb = _pb()
         with self._lock:
             self._job_state(job)
         dev = pb.Device(name=job.device.name, os=job.device.os, attributes=job.device.attributes)
-        src = self._models[job.model_id]
-        model = pb.Model(model_id=job.model_id, name=src["name"], model_type=src["model_type"])
-        model.creation_time.FromSeconds(int(src["created"]))
+        model = pb.Model(model_id=job.model_id)
         common: dict[str, Any] = {"name": job.name, "options": job.options, "job_state": job.state, "device": dev, "model": model}
         if job.failure is not None:
             common["failure_reason"] = job.failure
         if job.kind == "compile":
-            tm = self._models[job.target_model_id]
+            tm = self._models.get(job.target_model_id) or {"name": "", "model_type": 0}
             inner = pb.CompileJob(compile_job_id=job.id, devices=pb.DeviceList(devices=[dev]), **common)
             inner.target_model.CopyFrom(pb.Model(model_id=job.target_model_id, name=tm["name"],
                                                  model_type=tm["model_type"], producer_id=job.id))
@@ -439,7 +418,20 @@ class FakeAihub:
         if job.finished_at is not None:
             inner.start_time.FromNanoseconds(int(job.created_wall * 1e9))
             inner.completion_time.FromNanoseconds(int(job.finished_at * 1e9))
-        return pb.Job(**{f"{'compile' if job.kind == 'compile' else 'inference'}_job": inner}, hub_version="fake")
+        return pb.Job(**{f"{'compile' if job.kind == 'compile' else 'inference'}_job": inner}, hub_version="fake",
+                      failure_type=job.failure_type, available_artifacts=list(job.logs))
+
+    def _summary_pb(self, job: _Job) -> Any:
+        pb = _pb()
+        self._job_state(job)
+        common = {"job_id": job.id, "name": job.name, "job_state": job.state, "device_name": job.device.name}
+        if job.kind == "compile":
+            inner = pb.CompileJobSummary(**common)
+            inner.creation_time.FromSeconds(int(job.created_wall))
+            return pb.JobSummary(compile_job_summary=inner)
+        inner = pb.InferenceJobSummary(is_profiling_on=job.kind == "profile", **common)
+        inner.creation_time.FromSeconds(int(job.created_wall))
+        return pb.JobSummary(inference_job_summary=inner)
 
 
 _RUNTIME_TYPES = {
@@ -452,6 +444,7 @@ _RUNTIME_TYPES = {
 
 class _Handler(BaseHTTPRequestHandler):
     service: FakeAihub
+    drop_response = False
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
@@ -471,8 +464,14 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
+    def _drop(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(2)
+
     def _send(self, status: int, body: bytes = b"", ctype: str = "application/x-protobuf",
               headers: dict[str, str] | None = None) -> None:
+        if self.drop_response:  # the request was handled; its answer never arrives
+            return self._drop()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -484,6 +483,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _pb_reply(self, msg: Any) -> None:
         self._send(200, msg.SerializeToString())
 
+    def _detail(self, status: int, detail: str) -> None:
+        self._send(status, json.dumps({"detail": detail}).encode(), "application/json")
+
+    def _storm(self, path: str) -> bool:
+        svc = self.service
+        for s in svc.storms:
+            if s.clock() < s.until and re.search(s.pattern, path):
+                s.hits += 1
+                body = (json.dumps({"detail": f"Request was throttled. Expected available in {s.retry_after_s} seconds."})
+                        if s.status == 429 else "Service Unavailable")
+                self._send(s.status, body.encode(), "application/json" if s.status == 429 else "text/plain",
+                           {"Retry-After": str(s.retry_after_s)})
+                return True
+        return False
+
     def _handle(self, method: str) -> None:
         svc = self.service
         url = urlparse(self.path)
@@ -494,12 +508,14 @@ class _Handler(BaseHTTPRequestHandler):
             for f in svc.faults:
                 if f.times > 0 and f.method == method and re.search(f.pattern, path):
                     f.times -= 1
+                    if f.after:
+                        self.drop_response = True
+                        break
                     if f.status == 0:
-                        self.close_connection = True
-                        self.connection.shutdown(2)
-                        return
-                    self._send(f.status, b"", "text/plain")
-                    return
+                        return self._drop()
+                    return self._send(f.status, b"", "text/plain")
+            if self._storm(path):
+                return
         try:
             if path.startswith("/blobs/"):
                 return self._blob(method, path[len("/blobs/"):], body)
@@ -511,7 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
             parts = [p for p in path[len("/api/v1/"):].split("/") if p]
             return self._route(method, parts, query, body)
         except KeyError as exc:
-            return self._send(404, json.dumps({"detail": f"not found: {exc}"}).encode(), "application/json")
+            return self._detail(404, f"not found: {exc}")
 
     def do_GET(self) -> None:  # noqa: N802
         self._handle("GET")
@@ -550,7 +566,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes) -> None:
         pb, svc = _pb(), self.service
-        base = f"http://127.0.0.1:{self.server.server_address[1]}"
         head = parts[0]
         if head == "users":
             return self._pb_reply(pb.User(id=1, email="tester@example.com"))
@@ -563,60 +578,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._pb_reply(pb.DeviceList(
                 devices=[pb.Device(name=d.name, os=d.os, attributes=d.attributes) for d in found],
                 total_query_count=len(found)))
+        if head == "frameworks" and method == "GET":
+            return self._pb_reply(pb.FrameworkList(frameworks=[
+                pb.Framework(name="QAIRT", api_version=r.api_version, api_tags=r.tags, full_version=r.full_version)
+                for r in svc.qairt], total_query_count=len(svc.qairt)))
+        if head == "job_summaries" and method == "GET":
+            return self._job_summaries(query)
         if head == "models":
-            if len(parts) == 1 and method == "POST":
-                m = pb.Model()
-                m.ParseFromString(body)
-                mid = svc._id("m")
-                with svc._lock:
-                    svc._models[mid] = {"name": m.name, "model_type": m.model_type, "is_directory": m.is_directory,
-                                        "blob": svc._id("blob"), "created": time.time()}
-                return self._pb_reply(pb.CreateUpdateResponse(id=mid))
-            mid = parts[1]
-            model = svc._models[mid]
-            if len(parts) == 2 and method == "GET":
-                reply = pb.Model(model_id=mid, name=model["name"], model_type=model["model_type"],
-                                 is_directory=model["is_directory"])
-                reply.creation_time.FromSeconds(int(model["created"]))
-                if model.get("producer"):
-                    reply.producer_id = model["producer"]
-                return self._pb_reply(reply)
-            if parts[2] == "multipart_upload" and method == "GET":
-                return self._pb_reply(pb.FileUploadResponse(multipart_url=pb.FileMultipartUploadURL(
-                    urls=[f"{base}/blobs/{model['blob']}"], upload_id=svc._id("u"), max_part_size=1 << 40)))
-            if parts[2] == "multipart_upload" and method == "POST":
-                return self._pb_reply(pb.CreateUpdateResponse(id=mid))
-            if parts[2] == "download" and method == "GET":
-                if model["blob"] not in svc._blobs:
-                    return self._send(404, b'{"detail": "model not ready"}', "application/json")
-                ext = model.get("ext", ".onnx")
-                return self._pb_reply(pb.FileDownloadResponse(url=pb.FileDownloadURL(
-                    url=f"{base}/blobs/{model['blob']}", filename=f"{model['name']}{ext}")))
+            return self._models_route(method, parts, body)
         if head == "datasets":
-            if len(parts) == 1 and method == "POST":
-                d = pb.Dataset()
-                d.ParseFromString(body)
-                with svc._lock:
-                    did = svc._new_dataset(d.name, None)
-                reply = pb.CreateUpdateResponse(id=did)
-                reply.creation_time.FromSeconds(int(time.time()))
-                reply.expiration_time.FromSeconds(int(time.time()) + 30 * 86400)
-                return self._pb_reply(reply)
-            did = parts[1]
-            ds = svc._datasets[did]
-            if len(parts) == 2 and method == "GET":
-                reply = pb.Dataset(dataset_id=did, name=ds["name"], permanent=False)
-                reply.creation_time.FromSeconds(int(ds["created"]))
-                reply.expiration_time.FromSeconds(int(ds["created"]) + 30 * 86400)
-                return self._pb_reply(reply)
-            if len(parts) == 2 and method == "PATCH":
-                return self._pb_reply(pb.CreateUpdateResponse(id=did))
-            if parts[2] == "upload_url" and method == "GET":
-                return self._pb_reply(pb.FileUploadResponse(url=pb.FileUploadURL(
-                    url=f"{base}/blobs/{ds['blob']}", file_field_name="file")))
-            if parts[2] == "download_data" and method == "GET":
-                return self._pb_reply(pb.FileDownloadResponse(url=pb.FileDownloadURL(
-                    url=f"{base}/blobs/{ds['blob']}", filename=f"{ds['name']}.h5")))
+            return self._datasets_route(method, parts, body)
         if head == "jobs":
             if len(parts) == 1 and method == "POST":
                 return self._create_job(body)
@@ -631,7 +602,88 @@ class _Handler(BaseHTTPRequestHandler):
                 if job.profile is not None:
                     res.detail.CopyFrom(job.profile)
                 return self._pb_reply(pb.JobResult(inference_job_result=res))
-        return self._send(404, json.dumps({"detail": f"no route {method} {'/'.join(parts)}"}).encode(), "application/json")
+            if parts[2:4] == ["device_runs", "latest"] and parts[4] == "artifact_list" and method == "GET":
+                key = job.logs.get(int(parts[5]))
+                if key is None:
+                    return self._detail(404, f"no artifact of type {parts[5]} for job {job.id}")
+                name = pb.JobArtifactType.Name(int(parts[5]))[len("JOB_ARTIFACT_TYPE_"):].lower()
+                return self._pb_reply(pb.NamedArtifactDownloadURLList(artifacts=[pb.NamedArtifactDownloadURL(
+                    url=f"{self._base()}/blobs/{key}", filename=f"{job.id}_{name}.log")]))
+        return self._detail(404, f"no route {method} {'/'.join(parts)}")
+
+    def _base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _job_summaries(self, query: dict[str, list[str]]) -> None:
+        pb, svc = _pb(), self.service
+        offset = int((query.get("offset") or ["0"])[0])
+        limit = int((query.get("limit") or ["50"])[0])
+        kind = (query.get("type") or [""])[0]
+        with svc._lock:
+            jobs = sorted(svc._jobs.values(), key=lambda j: j.created_wall, reverse=True)  # newest first
+            if kind:
+                jobs = [j for j in jobs if (j.kind == "compile") == (kind == "compile")]
+            page = [svc._summary_pb(j) for j in jobs[offset:offset + limit]]
+        return self._pb_reply(pb.JobSummaryList(job_summaries=page, total_query_count=len(jobs)))
+
+    def _models_route(self, method: str, parts: list[str], body: bytes) -> None:
+        pb, svc = _pb(), self.service
+        if len(parts) == 1 and method == "POST":
+            m = pb.Model()
+            m.ParseFromString(body)
+            mid = svc._id("m")
+            with svc._lock:
+                svc._models[mid] = {"name": m.name, "model_type": m.model_type, "is_directory": m.is_directory,
+                                    "blob": svc._id("blob"), "created": time.time()}
+            return self._pb_reply(pb.CreateUpdateResponse(id=mid))
+        mid = parts[1]
+        if mid not in svc._models:
+            return self._detail(404, f"Model ID '{mid}' could not be found.")
+        model = svc._models[mid]
+        if len(parts) == 2 and method == "GET":
+            return self._pb_reply(svc._model_pb(mid))
+        if parts[2] == "multipart_upload" and method == "GET":
+            return self._pb_reply(pb.FileUploadResponse(multipart_url=pb.FileMultipartUploadURL(
+                urls=[f"{self._base()}/blobs/{model['blob']}"], upload_id=svc._id("u"), max_part_size=1 << 40)))
+        if parts[2] == "multipart_upload" and method == "POST":
+            return self._pb_reply(pb.CreateUpdateResponse(id=mid))
+        if parts[2] == "download" and method == "GET":
+            if model["blob"] not in svc._blobs:
+                return self._detail(404, "model not ready")
+            ext = model.get("ext", ".onnx")
+            return self._pb_reply(pb.FileDownloadResponse(url=pb.FileDownloadURL(
+                url=f"{self._base()}/blobs/{model['blob']}", filename=f"{model['name']}{ext}")))
+        return self._detail(404, f"no route {method} {'/'.join(parts)}")
+
+    def _datasets_route(self, method: str, parts: list[str], body: bytes) -> None:
+        pb, svc = _pb(), self.service
+        if len(parts) == 1 and method == "POST":
+            d = pb.Dataset()
+            d.ParseFromString(body)
+            with svc._lock:
+                did = svc._new_dataset(d.name, None)
+            reply = pb.CreateUpdateResponse(id=did)
+            reply.creation_time.FromSeconds(int(time.time()))
+            reply.expiration_time.FromSeconds(int(time.time() + 30 * DAY))
+            return self._pb_reply(reply)
+        did = parts[1]
+        ds = svc._datasets[did]
+        if len(parts) == 2 and method == "GET":
+            reply = pb.Dataset(dataset_id=did, name=ds["name"], permanent=False)
+            reply.creation_time.FromSeconds(int(ds["created"]))
+            reply.expiration_time.FromSeconds(int(ds["created"] + 30 * DAY))
+            return self._pb_reply(reply)
+        if len(parts) == 2 and method == "PATCH":
+            return self._pb_reply(pb.CreateUpdateResponse(id=did))
+        if parts[2] == "upload_url" and method == "GET":
+            return self._pb_reply(pb.FileUploadResponse(url=pb.FileUploadURL(
+                url=f"{self._base()}/blobs/{ds['blob']}", file_field_name="file")))
+        if parts[2] == "download_data" and method == "GET":
+            if time.time() > ds["created"] + 30 * DAY:
+                return self._detail(404, f"Dataset {did} is expired.")
+            return self._pb_reply(pb.FileDownloadResponse(url=pb.FileDownloadURL(
+                url=f"{self._base()}/blobs/{ds['blob']}", filename=f"{ds['name']}.h5")))
+        return self._detail(404, f"no route {method} {'/'.join(parts)}")
 
     def _create_job(self, body: bytes) -> None:
         pb, svc = _pb(), self.service
@@ -646,31 +698,41 @@ class _Handler(BaseHTTPRequestHandler):
             kind = "profile" if inner.is_profiling_on and not inner.dataset.dataset_id else "inference"
             dev_pb = inner.device
         else:
-            return self._send(400, b'{"detail": "unsupported job type"}', "application/json")
+            return self._detail(400, "unsupported job type")
         device = svc._device(dev_pb)
         if device is None:
-            return self._send(400, json.dumps({"detail": f"device {dev_pb.name} is not available"}).encode(),
-                              "application/json")
+            return self._detail(400, f"device {dev_pb.name} is not available")
         model_id = inner.model.model_id
         if model_id not in svc._models:
-            return self._send(404, json.dumps({"detail": f"model {model_id} not found"}).encode(), "application/json")
+            return self._detail(404, f"Model ID '{model_id}' could not be found.")
+        dataset_id = inner.dataset.dataset_id if kind == "inference" else None
+        if dataset_id and (dataset_id not in svc._datasets or time.time() > svc._datasets[dataset_id]["created"] + 30 * DAY):
+            return self._detail(404, f"Dataset {dataset_id} is expired or does not exist.")
+        asked = _option(inner.options, "--qairt_version")
+        qairt = resolve_qairt(svc.qairt, asked)
+        if qairt is None:
+            offered = ", ".join(r.api_version for r in svc.qairt)
+            return self._detail(400, f"QAIRT version {asked} is not available (available: {offered})")
         with svc._lock:
             jid = svc._id("j")
-            job = _Job(jid, kind, inner.name, device, model_id, inner.options, time.monotonic(),
-                       svc._behaviour(kind, inner.name, device.name),
-                       dataset_id=inner.dataset.dataset_id if kind == "inference" else None)
+            ran = device.member()
+            job = _Job(jid, kind, inner.name, ran, model_id, inner.options, time.monotonic(),
+                       svc._behaviour(kind, inner.name, device.name), qairt, dataset_id=dataset_id)
             if kind == "compile":
-                m = re.search(r"--target_runtime\s+(\S+)", inner.options)
-                mtype, ext = _RUNTIME_TYPES[m.group(1) if m else "tflite"]
+                runtime = _option(inner.options, "--target_runtime") or "tflite"
+                mtype, ext = _RUNTIME_TYPES[runtime]
+                graphs = re.search(r"context_enable_graphs=([A-Za-z0-9_]+)", inner.options)
+                graph = graphs.group(1) if graphs else f"graph_{uuid.uuid4().hex[:8]}"  # QNN's own: random
                 tid = svc._id("m")
                 svc._models[tid] = {"name": inner.name.replace(" ", "_"), "model_type": pb.ModelType.Value(mtype),
                                     "is_directory": False, "blob": svc._id("blob"), "created": time.time(),
-                                    "producer": jid, "ext": ext}
+                                    "producer": jid, "ext": ext,
+                                    "metadata": target_metadata(runtime, qairt, device, graph)}
                 job.target_model_id = tid
             svc._jobs[jid] = job
             svc.submissions.append({
-                "kind": kind, "job_id": jid, "device": device.name, "name": inner.name, "options": inner.options,
-                "model_digest": _array_digest(svc._model_files(model_id)),
+                "kind": kind, "job_id": jid, "device": device.name, "ran_on": ran.name, "name": inner.name,
+                "options": inner.options, "model_digest": _array_digest(svc._model_files(model_id)),
             })
         reply = pb.CreateUpdateResponse(id=jid)
         reply.creation_time.FromSeconds(int(time.time()))
