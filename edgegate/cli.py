@@ -110,9 +110,9 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
         markdown_out: Path | None, quiet: bool, verify_reproducible: bool, strict: bool, evidence: str,
         signing_key: Path | None, evidence_dir: Path | None) -> None:
     """Run PIPELINE: FP32 baseline (first time) -> AIMET INT8 -> compile -> benchmark -> score -> gates."""
-    from edgegate.run.pipeline import RunOptions, run_pipeline
     from edgegate.progress import Progress
-    from edgegate.report.run_report import build_report, render_markdown, render_terminal
+    from edgegate.report.run_report import render_markdown, render_terminal
+    from edgegate.run.pipeline import RunOptions, run_pipeline
 
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the run's row gets its final status.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -123,7 +123,7 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
                    strict=strict, progress=Progress(quiet=quiet), evidence=evidence, signing_key=signing_key,
                    evidence_dir=evidence_dir, verify_reproducible=verify_reproducible),
     )
-    report = build_report(result)
+    report = result.report  # built once, by the run (with the evidence step's notes)
     click.echo(render_terminal(report))
     click.echo(f"JSON report: {result.report_path}")
     click.echo(f"Evidence bundle: {result.evidence_status}")
@@ -140,7 +140,7 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
 @_handle_errors
 def validate(pipeline: str, device: str | None) -> None:
     """Check PIPELINE, its device, PromptPack (hashes), adapter, graphs and gates without running."""
-    from edgegate.run.pipeline import load_context
+    from edgegate.run.context import load_context
 
     ctx = load_context(pipeline, device=device)
     click.echo(
@@ -403,8 +403,9 @@ def fleet() -> None:
 def fleet_run(fleet_file: str, executor: str, concurrency: int | None, out_dir: Path | None, db_url: str | None,
               summary_out: Path | None, quiet: bool) -> None:
     """Run every cell of FLEET; exit 1 on a confirmed regression or newly failing gates, 3 on errors only."""
-    from edgegate.fleet.run import FleetOptions, run_fleet
+    from edgegate.fleet.model import FleetOptions
     from edgegate.fleet.report import render_fleet_markdown
+    from edgegate.fleet.run import run_fleet
     from edgegate.progress import Progress
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -424,7 +425,8 @@ def fleet_run(fleet_file: str, executor: str, concurrency: int | None, out_dir: 
 @_handle_errors
 def fleet_validate(fleet_file: str) -> None:
     """Check FLEET and print its matrix of cells without running anything."""
-    from edgegate.fleet.run import expand_matrix, load_fleet
+    from edgegate.fleet.matrix import expand_matrix
+    from edgegate.fleet.spec import load_fleet
 
     spec = load_fleet(fleet_file)
     cells, notes = expand_matrix(spec)

@@ -11,21 +11,39 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgegate import __version__
-from edgegate.packs.adapters import GraphRunner, predict_sample
-from edgegate.compare import Evidence, Threshold, compare_metrics, notes_for, verdict_for
-from edgegate.db import ExperimentDB, StoredMetric
+from edgegate.compare import (
+    Evidence,
+    Threshold,
+    compare_metrics,
+    notes_for,
+    verdict_for,
+)
+from edgegate.config import PipelineSpec
+from edgegate.db import ExperimentDB, Run, StoredMetric
 from edgegate.errors import InputError
 from edgegate.metrics import get_metric
-from edgegate.packs.promptpack import PromptPack, Sample, load_promptpack
-from edgegate.packs.scorers import ScoreResult, get_scorer
-from edgegate.targets.base import CompiledGraph
+from edgegate.packs.adapters import (
+    Adapter,
+    DeclaresInputs,
+    GraphRunner,
+    Prediction,
+    predict_sample,
+)
+from edgegate.packs.promptpack import PromptPack, load_promptpack
+from edgegate.packs.sample import Sample
+from edgegate.packs.scorers import Scorer, ScoreResult, get_scorer
+from edgegate.results import ArtifactKind, artifacts_of_kind, first_artifact
+from edgegate.run.context import make_adapter
+from edgegate.run.stages import combined_aggregate, score_predictions
+from edgegate.targets.base import CompiledGraph, Target
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +73,17 @@ class EvalConfig:
 class CompiledModel:
     """Graphs compiled for a target (e.g. the QNN HTP emulator); runs through that target."""
 
-    target: Any
+    target: Target
     graphs: Mapping[str, CompiledGraph]
 
 
 _TASK_SCORERS = {"detection": "detection", "intent-classification": "intent", "language-modeling": "language-model"}
 
 
-def _graph_names(adapter: Any) -> list[str]:
-    expected = getattr(adapter, "expected_inputs", None)
-    if expected is None:
+def _graph_names(adapter: Adapter) -> list[str]:
+    if not isinstance(adapter, DeclaresInputs):
         raise InputError(f"adapter {type(adapter).__name__} does not declare its graphs (expected_inputs)")
-    return list(expected())
+    return list(adapter.expected_inputs())
 
 
 def _torch_runner(module: Any) -> Any:
@@ -90,7 +107,7 @@ def _onnx_runner(path: Path) -> Any:
     return lambda feeds: sess.run(None, dict(feeds))
 
 
-def model_runner(model: Any, adapter: Any) -> tuple[GraphRunner, str]:
+def model_runner(model: Any, adapter: Adapter) -> tuple[GraphRunner, str]:
     """A GraphRunner for a model given as a torch module, an ONNX file, a mapping of graph
     name to either, or a CompiledModel; plus where it runs (a timing source name)."""
     import torch
@@ -133,8 +150,8 @@ def _samples(pack: PromptPack, cfg: EvalConfig, split: str) -> list[Sample]:
     return samples
 
 
-def _predict(adapter: Any, run: GraphRunner, samples: Sequence[Sample], batch_size: int) -> list[Mapping[str, Any]]:
-    preds: list[Mapping[str, Any]] = []
+def _predict(adapter: Adapter, run: GraphRunner, samples: Sequence[Sample], batch_size: int) -> list[Prediction]:
+    preds: list[Prediction] = []
     for start in range(0, len(samples), max(1, batch_size)):
         chunk = samples[start : start + batch_size]
         preds.extend(predict_sample(adapter, s, run) for s in chunk)
@@ -142,34 +159,7 @@ def _predict(adapter: Any, run: GraphRunner, samples: Sequence[Sample], batch_si
     return preds
 
 
-def _score(
-    scorers: Sequence[Any], preds, samples, reference, support
-) -> list[ScoreResult]:
-    out = []
-    for sc in scorers:
-        if support is not None:
-            out.append(sc.score(preds, samples, reference, support=support))
-        else:
-            out.append(sc.score(preds, samples, reference))
-    return out
-
-
-def combined_aggregate(scorers: Sequence[Any]):
-    """Aggregate records shaped {scorer name: that scorer's per-sample record}."""
-    usable = [sc for sc in scorers if hasattr(sc, "aggregate")]
-    if not usable:
-        return None
-
-    def aggregate(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for sc in usable:
-            out.update(sc.aggregate([r[sc.name] for r in records]))
-        return out
-
-    return aggregate
-
-
-def _records(scorers: Sequence[Any], results: Sequence[ScoreResult]) -> list[dict[str, Any]]:
+def _records(scorers: Sequence[Scorer], results: Sequence[ScoreResult]) -> list[dict[str, Any]]:
     n = len(results[0].per_sample) if results else 0
     return [{sc.name: r.per_sample[i] for sc, r in zip(scorers, results)} for i in range(n)]
 
@@ -177,7 +167,7 @@ def _records(scorers: Sequence[Any], results: Sequence[ScoreResult]) -> list[dic
 def compare_models(
     baseline_model: Any,
     candidate_model: Any,
-    adapter: Any,
+    adapter: Adapter,
     task_spec: TaskSpec,
     eval_cfg: EvalConfig,
     db: ExperimentDB | None = None,
@@ -201,7 +191,7 @@ def compare_models(
         preds = _predict(adapter, run, samples, eval_cfg.batch_size)
         support = (_predict(adapter, run, support_samples, eval_cfg.batch_size), support_samples) if support_samples else None
         reference = results["baseline"]["preds"] if role == "candidate" else None
-        scores = _score(scorers, preds, samples, reference, support)
+        scores = score_predictions(scorers, preds, samples, reference, support)
         metrics: dict[str, float] = {}
         for r in scores:
             metrics.update(r.metrics)
@@ -248,7 +238,7 @@ def compare_models(
 
 
 def _per_sample_records(db: ExperimentDB, run_id: int) -> dict[str, list[dict[str, Any]]] | None:
-    art = next((a for a in db.artifacts(run_id) if a["kind"] == "per_sample_scores"), None)
+    art = first_artifact(db.artifacts(run_id), ArtifactKind.PER_SAMPLE_SCORES)
     if art is None or not Path(art["path"]).is_file():
         return None
     data = json.loads(Path(art["path"]).read_text())
@@ -265,7 +255,7 @@ class Rebench:
     warmup: int | None = None
     work_dir: Path | None = None
 
-    def settings(self, run: Any) -> tuple[int, int, int]:
+    def settings(self, run: Run) -> tuple[int, int, int]:
         from edgegate.config import BenchmarkSpec
 
         recorded = BenchmarkSpec.model_validate((run.details or {}).get("benchmark") or {})
@@ -276,13 +266,13 @@ class Rebench:
         )
 
 
-def _bench_setup(db: ExperimentDB, run: Any) -> tuple[Any, list[CompiledGraph], dict[str, dict[str, np.ndarray]]]:
+def _bench_setup(db: ExperimentDB, run: Run) -> tuple[Target, list[CompiledGraph], dict[str, dict[str, np.ndarray]]]:
     """The target a stored run was benchmarked on, its compiled graphs and its benchmark inputs."""
     from edgegate.artifacts import sha256_file
 
     arts = db.artifacts(run.id)
-    feeds_files = {a["graph"]: a for a in arts if a["kind"] == "bench_inputs"}
-    compiled_rows = [a for a in arts if a["kind"] == "compiled"]
+    feeds_files = {a["graph"]: a for a in artifacts_of_kind(arts, ArtifactKind.BENCH_INPUTS)}
+    compiled_rows = artifacts_of_kind(arts, ArtifactKind.COMPILED)
     if not feeds_files or not compiled_rows:
         raise InputError(f"--rebench: run {run.id} stored no compiled graphs or benchmark inputs "
                          "(runs from before --rebench existed cannot be timed again)")
@@ -303,7 +293,7 @@ def _bench_setup(db: ExperimentDB, run: Any) -> tuple[Any, list[CompiledGraph], 
     return _target_of_run(run, Path(pipeline_path).parent if pipeline_path else None), compiled, feeds
 
 
-def _target_of_run(run: Any, base_dir: Path | None) -> Any:
+def _target_of_run(run: Run, base_dir: Path | None) -> Target:
     """The target a stored run ran on: its device's, or the host CPU's for a reference run."""
     from edgegate.config import load_device
     from edgegate.targets import target_for_device
@@ -313,15 +303,16 @@ def _target_of_run(run: Any, base_dir: Path | None) -> Any:
 
 
 def _compiled_of_run(arts: Sequence[Mapping[str, Any]]) -> dict[str, CompiledGraph]:
-    """graph -> CompiledGraph from a run's recorded "compiled" files (the artifact is listed first)."""
+    """graph -> CompiledGraph from a run's recorded compiled files (the artifact is listed first)."""
+    compiled = artifacts_of_kind(arts, ArtifactKind.COMPILED)
     graphs = {}
-    for g in dict.fromkeys(a["graph"] for a in arts if a["kind"] == "compiled"):
-        files = tuple(Path(a["path"]) for a in arts if a["kind"] == "compiled" and a["graph"] == g)
+    for g in dict.fromkeys(a["graph"] for a in compiled):
+        files = tuple(Path(a["path"]) for a in compiled if a["graph"] == g)
         graphs[g] = CompiledGraph(g, files[0], files, 0, 0)
     return graphs
 
 
-def rebench_runs(db: ExperimentDB, baseline: Any, candidate: Any, opts: Rebench) -> dict[str, Any]:
+def rebench_runs(db: ExperimentDB, baseline: Run, candidate: Run, opts: Rebench) -> dict[str, Any]:
     """Benchmark both runs' compiled graphs again, interleaved process by process on one target
     (targets.base.benchmark_interleaved): what separates a regression from a machine that got
     slower between two runs. Returns fresh latency metrics and paired evidence."""
@@ -451,10 +442,9 @@ __all__ = [
 ]
 
 
-def model_from_run(db: ExperimentDB, run_id: int) -> tuple[Any, Any, Any]:
+def model_from_run(db: ExperimentDB, run_id: int) -> tuple[Any, Adapter, PipelineSpec]:
     """(model, adapter, pipeline spec) recorded for a stored pipeline run: the FP32 ONNX
     graphs of an fp32 run, or the compiled graphs of an int8 run on its device's target."""
-    from edgegate.run.pipeline import _make_adapter
     from edgegate.config import load_pipeline
 
     run = db.get_run(run_id)
@@ -464,10 +454,10 @@ def model_from_run(db: ExperimentDB, run_id: int) -> tuple[Any, Any, Any]:
     if not pipeline_path or not Path(pipeline_path).is_file():
         raise InputError(f"run {run_id}: its pipeline file is not recorded or gone ({pipeline_path})")
     spec = load_pipeline(pipeline_path)
-    adapter = _make_adapter(spec)
+    adapter = make_adapter(spec)
     arts = db.artifacts(run_id)
     if run.variant == "fp32":
-        model = {a["graph"]: Path(a["path"]) for a in arts if a["kind"] == "fp32_onnx"}
+        model = {a["graph"]: Path(a["path"]) for a in artifacts_of_kind(arts, ArtifactKind.FP32_ONNX)}
     else:
         model = CompiledModel(_target_of_run(run, spec.base_dir), _compiled_of_run(arts))
     missing = [str(p) for p in (model.values() if isinstance(model, dict) else [f for c in model.graphs.values() for f in c.files]) if not Path(p).is_file()]

@@ -16,7 +16,9 @@ from edgegate.db import ExperimentDB, RunRow
 from edgegate.errors import InputError
 from edgegate.gates import GateStatus, parse_gate
 from edgegate.metrics import Measurement, Source
-from edgegate.run.pipeline import RunOptions, VariantResult, _strict_gates, run_pipeline
+from edgegate.results import VariantResult
+from edgegate.run.checks import strict_gates as _strict_gates
+from edgegate.run.pipeline import RunOptions, run_pipeline
 from edgegate.regression import EvalConfig, Rebench, TaskSpec, compare_models, compare_runs
 from edgegate.packs.scorers import get_scorer
 from edgegate.targets.base import Variant

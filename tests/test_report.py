@@ -9,7 +9,7 @@ import pytest
 
 from edgegate.gates import Gate, GateResult, GateStatus
 from edgegate.metrics import Measurement, Source
-from edgegate.run.pipeline import PipelineResult, VariantResult
+from edgegate.results import PipelineResult, VariantResult
 from edgegate.report.run_report import (
     REPORT_SCHEMA,
     build_report,

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from edgegate.artifacts import ArtifactCache
-from edgegate.run.pipeline import collect_graph_inputs, cpu_runner, export_graphs, load_context
+from edgegate.run.context import load_context
+from edgegate.run.runners import collect_graph_inputs, cpu_runner
+from edgegate.run.stages import export_graphs
 from edgegate.progress import Progress
 from edgegate.run.reproduce import compare_artifacts, first_json_difference, run_workers
 

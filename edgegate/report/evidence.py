@@ -20,15 +20,19 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from edgegate import __version__
-from edgegate.artifacts import sha256_file
+from edgegate.artifacts import atomic_write, canonical_json, digest_json, sha256_file
 from edgegate.errors import EdgeGateError, InputError, VerificationError
 
 # The signing layer, re-exported: the evidence API is this one module.
@@ -44,9 +48,8 @@ from edgegate.report.signing import (  # noqa: F401
     resolve_signing_key,
     sign_envelope,
 )
-
-if TYPE_CHECKING:
-    from edgegate.run.pipeline import PipelineResult
+from edgegate.results import ArtifactKind, PipelineResult
+from edgegate.versions import package_versions
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -55,15 +58,15 @@ NO_KEY_NOTE = (
     f"no signing key configured (--signing-key, {KEY_ENV} or {PROJECT_CONFIG}); evidence not signed"
 )
 
-# Artifact kind (as the orchestrator records it) -> subject directory.
+# Artifact kind (as the orchestrator records it) -> subject directory; other kinds keep their name.
 SUBJECT_DIRS: dict[str, str] = {
-    "fp32_onnx": "fp32",
-    "qdq_onnx": "qdq",
-    "encodings": "encodings",
-    "encodings_onnx": "encodings",
-    "compiled": "compiled",
-    "predictions": "outputs",
-    "per_sample_scores": "outputs",
+    ArtifactKind.FP32_ONNX.value: "fp32",
+    ArtifactKind.QDQ_ONNX.value: "qdq",
+    ArtifactKind.ENCODINGS.value: "encodings",
+    ArtifactKind.ENCODINGS_ONNX.value: "encodings",
+    ArtifactKind.COMPILED.value: "compiled",
+    ArtifactKind.PREDICTIONS.value: "outputs",
+    ArtifactKind.PER_SAMPLE_SCORES.value: "outputs",
 }
 REPORT_SUBJECT = "report.json"
 PACK_PREFIX = "promptpack/"
@@ -93,13 +96,10 @@ def utc_timestamp() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
 def sign_statement(statement: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
-    """The statement (canonical JSON) as a DSSE envelope with one Ed25519 signature."""
-    return sign_envelope(PAYLOAD_TYPE, canonical_json(statement), private_key)
+    """The statement (strict canonical JSON: no NaN, nothing stringified) as a DSSE envelope
+    with one Ed25519 signature."""
+    return sign_envelope(PAYLOAD_TYPE, canonical_json(statement, strict=True), private_key)
 
 
 @dataclass
@@ -192,15 +192,8 @@ def qnn_sdk_versions(paths: Sequence[Path]) -> list[str]:
 
 
 def tool_versions(result: PipelineResult) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     packages = [*_VERSIONED_PACKAGES, *(["qai-hub"] if result.device.get("kind") == "aihub" else [])]
-    out = {"edgegate": __version__}
-    for pkg in packages:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
+    out = {"edgegate": __version__, **package_versions(packages)}
     qnn = qnn_sdk_versions([c.artifact for c in result.candidate.compiled.values()])
     if qnn:
         out["qnn"] = ", ".join(qnn)
@@ -289,17 +282,6 @@ class EvidenceOutcome:
     artifacts_dir: Path | None = None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _free_stem(evidence_dir: Path, stem: str) -> str:
     """Never overwrite evidence: a run id seen before (another database) gets a suffix."""
     n, candidate = 1, stem
@@ -334,7 +316,7 @@ def write_evidence(
         artifacts_dir, bundle = evidence_dir / stem, evidence_dir / f"{stem}.intoto.json"
         os.replace(staging, artifacts_dir)
         staging = None
-        _write_atomic(bundle, data)
+        atomic_write(bundle, data)
     except Exception as exc:  # noqa: BLE001  (a problem here must not lose the run's results)
         text = exc.message if isinstance(exc, EdgeGateError) else f"{type(exc).__name__}: {exc}"
         note = f"evidence not signed: {text}"
@@ -410,8 +392,7 @@ def _config_problem(pred: Mapping[str, Any]) -> str | None:
     p = pred["pipeline"]
     if pred.get("redacted") or not isinstance(p, dict) or "config" not in p:
         return None
-    text = json.dumps(p["config"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    if "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest() != p.get("config_digest"):
+    if "sha256:" + digest_json(p["config"]) != p.get("config_digest"):
         return "predicate.pipeline.config_digest does not match predicate.pipeline.config"
     return None
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgegate import __version__
+from edgegate.artifacts import atomic_write
 from edgegate.metrics import Measurement, get_metric
-
-if TYPE_CHECKING:
-    from edgegate.run.pipeline import PipelineResult, VariantResult
+from edgegate.results import PipelineResult, VariantResult
 
 REPORT_SCHEMA = "https://edgegate.dev/report/v1"
 
@@ -120,7 +118,7 @@ def build_report(result: PipelineResult) -> dict[str, Any]:
             "memory_reduction": _ratio(b.metrics.get("peak_memory_mb"), c.metrics.get("peak_memory_mb")),
             "size_reduction": _ratio(b.metrics.get("model_size_kb"), c.metrics.get("model_size_kb")),
         },
-        "notes": result.notes,
+        "notes": list(result.notes),
         "reproducibility": result.reproducibility,
         "adversarial": result.adversarial,
     }
@@ -128,16 +126,7 @@ def build_report(result: PipelineResult) -> dict[str, Any]:
 
 def write_json_report(report: dict[str, Any], path: Path) -> None:
     """Write atomically: an existing report is never left half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=1, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(report, indent=1, sort_keys=False, default=str) + "\n")
 
 
 def _fmt_value(name: str, m: dict[str, Any] | None) -> str:

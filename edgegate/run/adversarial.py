@@ -23,13 +23,15 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from edgegate.packs.adapters import GraphRunner
+from edgegate.packs.adapters import GraphRunner, SearchableAdapter
+from edgegate.packs.sample import Sample
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +175,8 @@ TRANSFORMS: dict[str, Callable[[np.ndarray, np.random.Generator], tuple[np.ndarr
 
 
 def search(
-    adapter: Any,
-    seeds: Sequence[Any],
+    adapter: SearchableAdapter,
+    seeds: Sequence[Sample],
     fp32_modules: Mapping[str, Any],
     fp32_run: GraphRunner,
     int8_run: GraphRunner,
@@ -241,7 +243,14 @@ def search(
     )
 
 
-def _candidates(adapter, clean, modules, coverage, settings, rng):
+def _candidates(
+    adapter: SearchableAdapter,
+    clean: np.ndarray,
+    modules: Mapping[str, Any],
+    coverage: NeuronCoverage,
+    settings: AdversarialSettings,
+    rng: np.random.Generator,
+) -> Iterator[tuple[np.ndarray, str, str]]:
     """Yield (image, kind, detail): gradient steps inside the L-inf ball, then transforms."""
     import torch
 

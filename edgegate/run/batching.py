@@ -19,13 +19,17 @@ state on the adapter object (the zoo adapters keep none).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgegate.packs.adapters import predict_sample
+from edgegate.packs.adapters import Adapter, Prediction, predict_sample
+from edgegate.packs.sample import Sample
+
+if TYPE_CHECKING:
+    from edgegate.progress import Progress
 
 # graph, [feeds of each call] -> [outputs of each call], in order
 BatchRunner = Callable[[str, list[dict[str, np.ndarray]]], list[list[np.ndarray]]]
@@ -64,10 +68,10 @@ class LockstepRunner:
             self.counts[graph] = self.counts.get(graph, 0) + 1
 
     def predict_all(
-        self, adapter: Any, samples: Sequence[Any], progress: Any = None, what: str = "predict"
-    ) -> list[Mapping[str, Any]]:
+        self, adapter: Adapter, samples: Sequence[Sample], progress: Progress | None = None, what: str = "predict"
+    ) -> list[Prediction]:
         """``predict_sample`` for every sample, in order, with graph calls batched per round."""
-        out: list[Mapping[str, Any]] = []
+        out: list[Prediction] = []
         for start in range(0, len(samples), self.group_size):
             group = samples[start : start + self.group_size]
             if progress is not None and len(samples) > self.group_size:
@@ -75,7 +79,7 @@ class LockstepRunner:
             out.extend(self._group(adapter, group))
         return out
 
-    def _group(self, adapter: Any, samples: Sequence[Any]) -> list[Mapping[str, Any]]:
+    def _group(self, adapter: Adapter, samples: Sequence[Sample]) -> list[Prediction]:
         cond = threading.Condition()
         pending: list[_Call] = []
         state = {"live": len(samples), "aborted": False}
@@ -97,7 +101,7 @@ class LockstepRunner:
             assert c.outputs is not None
             return c.outputs
 
-        def worker(i: int, sample: Any) -> None:
+        def worker(i: int, sample: Sample) -> None:
             try:
                 results[i] = predict_sample(adapter, sample, call)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below

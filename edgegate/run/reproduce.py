@@ -17,16 +17,20 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgegate.artifacts import sha256_file
 from edgegate.errors import TargetError
+from edgegate.results import ArtifactKind
 
-ARTIFACT_ORDER = ("encodings", "qdq_onnx", "compiled")
+# What is compared, in this order; also the keys of a {graph: {kind: path(s)}} artifact set.
+ARTIFACT_ORDER = (ArtifactKind.ENCODINGS.value, ArtifactKind.QDQ_ONNX.value, ArtifactKind.COMPILED.value)
+_COMPILED = ArtifactKind.COMPILED.value
 
 
 @dataclass
@@ -43,9 +47,10 @@ class ReproResult:
 
 
 def _worker(request: Mapping[str, Any]) -> dict[str, Any]:
+    from edgegate.run.context import load_context
     from edgegate.run.models import load_torch_model
-    from edgegate.run.pipeline import load_context, quantize_settings
     from edgegate.run.quantize import quantize_graph
+    from edgegate.run.stages import quantize_settings
 
     ctx = load_context(request["pipeline"], device=request.get("device"), home=Path(request["home"]))
     settings = quantize_settings(ctx)
@@ -61,9 +66,9 @@ def _worker(request: Mapping[str, Any]) -> dict[str, Any]:
         q = quantize_graph(load_torch_model(g), g.input_names, g.output_names, batches, settings, gdir, g.name)
         compiled = ctx.target.compile(g.name, q.qdq_onnx, gdir / "compiled")
         manifest[g.name] = {
-            "encodings": str(q.encodings),
-            "qdq_onnx": str(q.qdq_onnx),
-            "compiled": [str(f) for f in compiled.files],
+            ArtifactKind.ENCODINGS.value: str(q.encodings),
+            ArtifactKind.QDQ_ONNX.value: str(q.qdq_onnx),
+            _COMPILED: [str(f) for f in compiled.files],
         }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -181,9 +186,9 @@ def compare_artifacts(sets: Sequence[tuple[str, Mapping[str, Any]]]) -> ReproRes
     (ref_label, ref), others = sets[0], sets[1:]
     for graph in ref:
         for kind in ARTIFACT_ORDER:
-            ref_files = ref[graph][kind] if kind == "compiled" else [ref[graph][kind]]
+            ref_files = ref[graph][kind] if kind == _COMPILED else [ref[graph][kind]]
             for label, other in others:
-                other_files = other[graph][kind] if kind == "compiled" else [other[graph][kind]]
+                other_files = other[graph][kind] if kind == _COMPILED else [other[graph][kind]]
                 for fa, fb in zip(ref_files, other_files):
                     pa, pb = Path(fa), Path(fb)
                     sa, sb = sha256_file(pa), sha256_file(pb)
@@ -193,7 +198,7 @@ def compare_artifacts(sets: Sequence[tuple[str, Mapping[str, Any]]]) -> ReproRes
                     if sa != sb and result.reproducible:
                         result.reproducible = False
                         where = None
-                        if kind == "encodings":
+                        if kind == ArtifactKind.ENCODINGS.value:
                             where = first_json_difference(json.loads(pa.read_text()), json.loads(pb.read_text()))
                         elif pa.suffix == ".onnx":
                             try:

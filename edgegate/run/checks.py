@@ -1,0 +1,149 @@
+"""The optional checks of a run, beyond measuring the two variants.
+
+* ``check_reproducible`` (``--verify-reproducible`` or ``quantization.verify_reproducible``):
+  quantize + compile twice more in fresh processes and compare bytes; metric ``reproducible``.
+* ``search_adversarial`` (the pipeline's ``adversarial`` section): a differential search for
+  inputs FP32 and INT8 disagree on; metrics ``adversarial_*`` / ``*_robustness`` and a
+  PromptPack of the findings.
+* ``strict_gates`` (``--strict``): gates on quality metrics hold on the conservative end of the
+  candidate's 95% bootstrap CI.
+
+Each returns values (metrics, a summary for the report); the orchestrator stores them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgegate.errors import InputError
+from edgegate.gates import Gate, GateResult, evaluate_gates
+from edgegate.metrics import Direction, Measurement, get_metric
+from edgegate.packs.adapters import SearchableAdapter
+from edgegate.packs.sample import Sample
+from edgegate.progress import Progress
+from edgegate.results import ArtifactKind, VariantResult, run_dir
+from edgegate.run.context import RunContext
+from edgegate.run.models import load_torch_model
+from edgegate.run.outputs import read_per_sample
+from edgegate.run.runners import GraphInputs, cpu_runner, target_runner
+from edgegate.run.stages import QuantizedFiles, combined_aggregate, computed_metrics
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What a check adds to the candidate: metrics, a section of the report, and (maybe) a
+    file to record as an artifact of the candidate's run."""
+
+    metrics: dict[str, Measurement]
+    summary: dict[str, Any]
+    artifact: tuple[ArtifactKind, Path] | None = None
+
+
+def check_reproducible(
+    ctx: RunContext,
+    pipeline_path: str | Path,
+    device: str | None,
+    calibration: GraphInputs,
+    quantized: Mapping[str, QuantizedFiles],
+    candidate: VariantResult,
+    progress: Progress,
+) -> CheckOutcome:
+    """Metric `reproducible` (1/0) on the candidate, from two fresh quantize + compile runs."""
+    from edgegate.run.reproduce import verify_reproducible
+
+    primary = {
+        g: {ArtifactKind.ENCODINGS.value: str(q.encodings), ArtifactKind.QDQ_ONNX.value: str(q.qdq_onnx),
+            ArtifactKind.COMPILED.value: [str(f) for f in candidate.compiled[g].files]}
+        for g, q in quantized.items()
+    }
+    with progress.stage("verify reproducibility: quantize + compile twice in fresh processes"):
+        res = verify_reproducible(
+            pipeline_path, device, calibration, primary,
+            work_dir=run_dir(ctx.home, candidate.run_id) / "reproduce",
+        )
+    return CheckOutcome(computed_metrics({"reproducible": 1.0 if res.reproducible else 0.0}), res.to_dict())
+
+
+def search_adversarial(
+    ctx: RunContext,
+    fp32: Mapping[str, Path],
+    qdq: Mapping[str, Path],
+    candidate: VariantResult,
+    eval_samples: Sequence[Sample],
+    progress: Progress,
+) -> CheckOutcome | None:
+    """Metrics adversarial_* / *_robustness on the candidate, and a PromptPack of findings;
+    None when the pipeline has no ``adversarial`` section."""
+    from edgegate.run.adversarial import AdversarialSettings, search, write_failure_pack
+
+    adv = ctx.spec.adversarial
+    if adv is None:
+        return None
+    adapter = ctx.adapter
+    if not isinstance(adapter, SearchableAdapter):
+        raise InputError(
+            f"{ctx.spec.source_path}: adversarial: adapter {ctx.spec.model.adapter} has no "
+            "decision_margin/disagree, so it cannot be searched; remove the section"
+        )
+    settings = AdversarialSettings(
+        seeds=adv.seeds, epsilon=adv.epsilon, steps=adv.steps, step_size=adv.step_size,
+        transforms=tuple(adv.transforms), time_budget_s=adv.time_budget_s, seed=adv.seed,
+    )
+    modules = {g.name: load_torch_model(g) for g in ctx.graphs}
+    int8_run = target_runner(ctx.target, candidate.compiled) if adv.candidate == "target" else cpu_runner(qdq)
+    where = ctx.target.name if adv.candidate == "target" else "QDQ graphs on ONNX Runtime CPU"
+    with progress.stage(f"adversarial search: {min(adv.seeds, len(eval_samples))} seeds, INT8 on {where}"):
+        res = search(adapter, eval_samples, modules, cpu_runner(fp32), int8_run, settings)
+    metrics = computed_metrics({
+        "adversarial_disagreement_rate": res.disagreement_rate,
+        "adversarial_coverage": res.coverage,
+        "fp32_robustness": res.fp32_robustness,
+        "int8_robustness": res.int8_robustness,
+    })
+    out_dir = run_dir(ctx.home, candidate.run_id) / "adversarial"
+    pack = write_failure_pack(res, out_dir, name=f"{ctx.spec.name}-adversarial-{candidate.run_id}", source_pack=ctx.pack.digest)
+    summary = res.summary()
+    summary.update({"int8_runtime": where, "findings_pack": str(pack) if pack else None,
+                    "findings": [{"seed": f.seed_id, "kind": f.kind, "detail": f.detail, "linf": f.linf}
+                                 for f in res.findings]})
+    artifact = (ArtifactKind.ADVERSARIAL_PACK, pack / "manifest.yaml") if pack is not None else None
+    return CheckOutcome(metrics, summary, artifact)
+
+
+def candidate_cis(ctx: RunContext, run_id: int, confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Bootstrap CIs of the candidate's quality metrics from its per-sample records."""
+    from edgegate.stats import paired_bootstrap
+
+    records_by_scorer = read_per_sample(ctx.home, run_id)
+    names = [sc.name for sc in ctx.scorers if sc.name in records_by_scorer]
+    aggregate = combined_aggregate([sc for sc in ctx.scorers if sc.name in names])
+    if aggregate is None or not names:
+        return {}
+    n = len(records_by_scorer[names[0]])
+    records = [{s: records_by_scorer[s][i] for s in names} for i in range(n)]
+    return paired_bootstrap(n, lambda idx: aggregate([records[i] for i in idx]), confidence=confidence)
+
+
+def strict_gates(
+    ctx: RunContext, gates: Sequence[Gate], candidate: VariantResult, baseline: VariantResult,
+    plain: Sequence[GateResult],
+) -> list[GateResult]:
+    """Re-evaluate gates on quality metrics at the conservative end of the candidate's CI."""
+    cis = candidate_cis(ctx, candidate.run_id)
+    conservative = dict(candidate.metrics)
+    for name, (lo, hi) in cis.items():
+        if name in conservative:
+            m = conservative[name]
+            bound = lo if get_metric(name).direction is Direction.HIGHER else hi
+            conservative[name] = Measurement(bound, m.source, m.unit)
+    out = []
+    for gate, result in zip(gates, evaluate_gates(gates, conservative, baseline.metrics)):
+        if gate.metric in cis:
+            side = "lower" if get_metric(gate.metric).direction is Direction.HIGHER else "upper"
+            result = dataclasses.replace(result, reason=f"strict, {side} 95% CI bound: {result.reason}")
+        out.append(result)
+    return out

@@ -1,0 +1,148 @@
+"""Step 1 of a run: everything it needs, loaded and checked before anything is computed.
+
+``load_context`` reads the pipeline, the device, the PromptPack (hashes verified), the
+adapter (host glue), the scorers and the target; a problem in any of them is one
+``SpecError`` naming the file, the field and the line. ``edgegate validate`` stops here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgegate.config import (
+    DeviceSpec,
+    PipelineSpec,
+    aimet_config_for,
+    config_digest,
+    load_device,
+    load_pipeline,
+    load_pipeline_device,
+)
+from edgegate.errors import EdgeGateError, SpecError
+from edgegate.packs.adapters import Adapter, DeclaresInputs
+from edgegate.packs.promptpack import PromptPack, load_promptpack
+from edgegate.packs.scorers import Scorer, get_scorer
+from edgegate.run.models import GraphSource, graph_sources, import_object
+from edgegate.targets import target_for_device
+from edgegate.targets.base import Target
+from edgegate.targets.local import CpuTarget
+
+
+@dataclass(frozen=True)
+class RunContext:
+    spec: PipelineSpec
+    device: DeviceSpec
+    pack: PromptPack
+    adapter: Adapter
+    graphs: list[GraphSource]
+    target: Target
+    baseline_target: Target  # where the FP32 baseline runs: the target, or the host CPU
+    scorers: list[Scorer]
+    aimet_config: str
+    config_digest: str
+    home: Path  # .edgegate directory: cache, reports, run outputs
+
+
+def make_adapter(spec: PipelineSpec) -> Adapter:
+    """The pipeline's adapter class (``model.adapter``), built with ``model.adapter_options``."""
+    cls = import_object(spec.model.adapter, what="model.adapter")
+    try:
+        adapter = cls(**dict(spec.model.adapter_options or {}))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(
+            str(spec.source_path), "model.adapter_options", str(exc), spec.line_of("model", "adapter_options")
+        ) from None
+    return adapter
+
+
+def check_adapter_shapes(spec: PipelineSpec, adapter: Adapter, graphs: Sequence[GraphSource]) -> None:
+    """The graphs' declared inputs must be what the adapter feeds them (when it says)."""
+    if not isinstance(adapter, DeclaresInputs):
+        return
+    want = adapter.expected_inputs()
+    names = {g.name for g in graphs}
+    for role in want:
+        if role not in names:
+            raise SpecError(
+                str(spec.source_path), "model.graphs",
+                f"the adapter runs a graph named '{role}', which is not declared (declared: {', '.join(sorted(names))})",
+                spec.line_of("model", "graphs"),
+            )
+    for g in graphs:
+        for idx, (name, shape) in enumerate(zip(g.input_names, g.input_shapes)):
+            exp = want.get(g.name, {}).get(name)
+            if exp is not None and tuple(exp) != tuple(shape):
+                raise SpecError(
+                    str(spec.source_path), f"model.graphs.{g.name}.inputs[{idx}].shape",
+                    f"{list(shape)} does not match what the adapter feeds: {list(exp)} "
+                    f"(from adapter_options)",
+                    spec.line_of("model", "graphs", g.name, "inputs", idx, "shape"),
+                )
+
+
+def _check_splits(spec: PipelineSpec, pack: PromptPack) -> None:
+    splits_used = [
+        (spec.evaluation.split, "evaluation.split"),
+        (spec.quantization.calibration.split, "quantization.calibration.split"),
+        (spec.evaluation.support_split, "evaluation.support_split"),
+    ]
+    for split, field_name in splits_used:
+        if split is not None and split not in pack.splits:
+            raise SpecError(
+                str(spec.source_path), field_name,
+                f"PromptPack '{pack.name}' has no split '{split}' (splits: {', '.join(pack.splits)})",
+                spec.line_of(*field_name.split(".")),
+            )
+
+
+def _scorers(spec: PipelineSpec) -> list[Scorer]:
+    scorers = []
+    for i, name in enumerate(spec.evaluation.scorers):
+        try:
+            scorers.append(get_scorer(name))
+        except EdgeGateError as exc:
+            raise SpecError(
+                str(spec.source_path), f"evaluation.scorers[{i}]", exc.message,
+                spec.line_of("evaluation", "scorers", i),
+            ) from None
+    return scorers
+
+
+def load_context(
+    pipeline_path: str | Path,
+    *,
+    device: str | None = None,
+    home: Path | None = None,
+) -> RunContext:
+    """Step 1: everything a run needs, checked, before anything is computed."""
+    spec = load_pipeline(pipeline_path)
+    if device is not None:
+        dev = load_device(device, relative_to=spec.base_dir)
+    else:
+        dev = load_pipeline_device(spec)
+    pack = load_promptpack(spec.promptpack_path, verify=True)
+    _check_splits(spec, pack)
+    scorers = _scorers(spec)
+    graphs = graph_sources(spec)
+    adapter = make_adapter(spec)
+    check_adapter_shapes(spec, adapter, graphs)
+    target = target_for_device(dev)
+    # A target that runs FP32 graphs (CPU, AI Hub) runs the baseline too; the HTP emulator
+    # runs quantized graphs, so the FP32 reference then runs on the host CPU.
+    baseline_target = target if target.runs_fp32 else CpuTarget("host-cpu")
+    return RunContext(
+        spec=spec,
+        device=dev,
+        pack=pack,
+        adapter=adapter,
+        graphs=graphs,
+        target=target,
+        baseline_target=baseline_target,
+        scorers=scorers,
+        aimet_config=aimet_config_for(spec, dev),
+        config_digest=config_digest(spec, dev),
+        home=home or Path(os.environ.get("EDGEGATE_HOME", ".edgegate")),
+    )
