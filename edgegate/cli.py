@@ -252,6 +252,47 @@ def runs_show(run_id: int, fmt: str, db_url: str | None) -> None:
 
 
 @cli.command()
+@click.option("--devices-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where device files are (default $EDGEGATE_DEVICES_DIR, else the nearest devices/).")
+@click.option("--aihub/--no-aihub", "aihub", default=None,
+              help="Also list the devices Qualcomm AI Hub offers now (default: when AI Hub credentials are set).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
+@_handle_errors
+def devices(devices_dir: Path | None, aihub: bool | None, fmt: str) -> None:
+    """List the device files and, with AI Hub credentials, AI Hub's live device list: which
+    local file maps to each AI Hub device, and which local AI Hub files it no longer lists."""
+    import dataclasses
+
+    from edgegate.targets.aihub_catalogue import aihub_catalogue, local_device_files
+    from edgegate.targets.aihub_session import credentials_source
+
+    local = local_device_files(devices_dir)
+    if aihub is None:
+        aihub = credentials_source() is not None
+    catalogue = aihub_catalogue(local) if aihub else None
+    if fmt == "json":
+        out: dict[str, Any] = {"local": [dataclasses.asdict(f) for f in local]}
+        if catalogue is not None:
+            out["aihub"] = dataclasses.asdict(catalogue)
+        click.echo(json.dumps(out, indent=1, default=str))
+        return
+    click.echo(f"{'device file':<16} {'kind':<13} {'chipset':<10} {'arch':<5} AI Hub device / problem")
+    for f in local:
+        what = f.problem or f.aihub_device or (", ".join(f.aihub_attributes) if f.aihub_attributes else "")
+        click.echo(f"{f.name:<16} {f.kind or 'invalid':<13} {f.chipset or '-':<10} {f.arch or '-':<5} {what}")
+    if catalogue is None:
+        click.echo("AI Hub: not queried (no credentials; set EDGEGATE_AIHUB_TOKEN or pass --aihub)")
+        return
+    click.echo(f"\nQualcomm AI Hub lists {len(catalogue.devices)} devices now (qai-hub {catalogue.client_version}):")
+    for d in catalogue.devices:
+        mapped = f"  <- {', '.join(d.local)}" if d.local else ""
+        click.echo(f"  {d.name:<36} {d.chipset or '-':<34} {d.hexagon or '-':<5}{mapped}")
+    for name in catalogue.unmatched:
+        click.echo(f"warning: {name}: AI Hub lists no device it resolves to; a run on it fails at once")
+
+
+@cli.command()
 @click.option("--run", "run_id", type=int, default=None, help="Only the jobs of this run id.")
 @click.option("--limit", default=50, show_default=True, help="How many jobs, newest first.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgegate.config import device_files, devices_dirs, load_device
+from edgegate.config import AihubDevice, device_files, devices_dirs, load_device
 from edgegate.errors import EdgeGateError, InputError
 
 BOARD_KINDS = ("ssh", "adb")
@@ -171,11 +171,11 @@ def local_device_files(devices_dir: Path | None = None, relative_to: Path | None
         except EdgeGateError as exc:
             out.append(LocalDeviceFile(name, path, None, problem=exc.message))
             continue
-        aihub = d.kind == "aihub"
+        aihub = isinstance(d, AihubDevice)
         out.append(LocalDeviceFile(
             name, path, d.kind, d.chipset, d.arch,
-            aihub_device=getattr(d, "device", None) if aihub else None,
-            aihub_attributes=tuple(getattr(d, "attributes", ())) if aihub else (),
+            aihub_device=d.device if aihub else None,
+            aihub_attributes=tuple(d.attributes) if aihub else (),
         ))
     return out
 
