@@ -39,9 +39,9 @@ from edgegate.fleet.executors import SubprocessRunner  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fleet_bench.json"
 PIPELINES = [ROOT / "tests/fixtures/pipelines/person_detect_mini_aihub.yaml", ROOT / "tests/fixtures/fleet/mini_cpu.yaml"]
-HUB_DEVICES = [("RB5 (Proxy)", "chipset:qualcomm-qcs8250-proxy", "v66"),
-               ("QCS8250 (Proxy)", "chipset:qualcomm-qcs8250-proxy", "v66"),
-               ("QCS6490 (Proxy)", "chipset:qualcomm-qcs6490-proxy", "v68")]
+# AI Hub's catalogue as it is today (the fake's default): the RB5-era Proxy devices are gone.
+HUB_DEVICES = [("Dragonwing RB3 Gen 2 Vision Kit", "chipset:qualcomm-qcs6490", "v68"),
+               ("Dragonwing IQ-9075 EVK", "chipset:qualcomm-qcs9075", "v73")]
 TOKEN = "fleet-bench-token-5f0c"
 
 

@@ -22,7 +22,6 @@ sys.path.insert(0, str(ROOT))
 from edgegate.errors import EdgeGateError  # noqa: E402
 from edgegate.run.pipeline import RunOptions, run_pipeline  # noqa: E402
 from edgegate.progress import Progress  # noqa: E402
-from edgegate.report.run_report import build_report  # noqa: E402
 
 ROWS = [
     ("Latency", "inference_time_ms", "{:.2f} ms"),
@@ -44,7 +43,7 @@ def main() -> int:
     except EdgeGateError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    report = build_report(result)
+    report = result.report  # built once, by the run
     base, cand = report["baseline"]["metrics"], report["candidate"]["metrics"]
 
     print(f"\n{result.pipeline} on {result.device['name']} ({result.device['kind']})\n")
