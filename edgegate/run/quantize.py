@@ -113,7 +113,6 @@ def quantize_graph(
     if not calibration:
         raise InputError(f"quantize {stem}: no calibration batches (check quantization.calibration)")
     from aimet_torch import onnx as aimet_onnx
-    from aimet_torch.quantsim import QuantizationSimModel
     from aimet_torch.common import quantsim as aimet_common_quantsim
 
     _seed_everything(settings.seed)
@@ -140,14 +139,7 @@ def quantize_graph(
 
                 equalize_model(model, dummy_input=dummy)
 
-            sim = QuantizationSimModel(
-                model,
-                dummy_input=dummy,
-                quant_scheme=_quant_scheme(settings.scheme),
-                default_output_bw=settings.output_bw,
-                default_param_bw=settings.param_bw,
-                config_file=settings.config,
-            )
+            sim = _quantsim(model, dummy, settings)
 
             if settings.adaround_iterations:
                 sim = _adaround(model, sim, dummy, batches, settings, out_dir, stem)
@@ -190,10 +182,23 @@ def quantize_graph(
     return QuantizedGraph(qdq, encodings, plain, len(batches))
 
 
+def _quantsim(model: torch.nn.Module, dummy: tuple, settings: QuantizeSettings):
+    """AIMET's QuantizationSimModel of `model` with the pipeline's scheme, bit widths and config."""
+    from aimet_torch.quantsim import QuantizationSimModel
+
+    return QuantizationSimModel(
+        model,
+        dummy_input=dummy,
+        quant_scheme=_quant_scheme(settings.scheme),
+        default_output_bw=settings.output_bw,
+        default_param_bw=settings.param_bw,
+        config_file=settings.config,
+    )
+
+
 def _adaround(model, sim, dummy, batches, settings: QuantizeSettings, out_dir: Path, stem: str):
     """Replace the sim's weights with AdaRound-optimised ones (8-bit weights unless told)."""
     from aimet_torch.adaround.adaround_weight import Adaround, AdaroundParameters
-    from aimet_torch.quantsim import QuantizationSimModel
 
     params = AdaroundParameters(
         data_loader=[b if len(b) > 1 else b[0] for b in batches],
@@ -210,14 +215,7 @@ def _adaround(model, sim, dummy, batches, settings: QuantizeSettings, out_dir: P
         default_quant_scheme=_quant_scheme(settings.scheme),
         default_config_file=settings.config,
     )
-    sim = QuantizationSimModel(
-        adarounded,
-        dummy_input=dummy,
-        quant_scheme=_quant_scheme(settings.scheme),
-        default_output_bw=settings.output_bw,
-        default_param_bw=settings.param_bw,
-        config_file=settings.config,
-    )
+    sim = _quantsim(adarounded, dummy, settings)
     sim.set_and_freeze_param_encodings(str(out_dir / f"{stem}_adaround.encodings"))
     return sim
 

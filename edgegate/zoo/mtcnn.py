@@ -292,29 +292,35 @@ class MTCNNAdapter:
         )
         return _square(refined)
 
-    def _stage2(self, run: GraphRunner, image: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
-        crops, kept = _crops(image, boxes, 24)
+    def _score_crops(
+        self, run: GraphRunner, image: torch.Tensor, boxes: np.ndarray, stage: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """R-Net (stage 1) or O-Net (stage 2) on the boxes' crops: the boxes above the stage's
+        threshold with their scores (N x 5), and their box regressions; None without crops."""
+        size, graph, batch = (24, "rnet", self.rnet_batch) if stage == 1 else (48, "onet", self.onet_batch)
+        crops, kept = _crops(image, boxes, size)
         if len(kept) == 0:
-            return np.zeros((0, 5), np.float32)
+            return None
         boxes = boxes[kept]
-        prob, reg = _run_batched(run, "rnet", "crops", self.rnet_batch, crops)[:2]
+        prob, reg = _run_batched(run, graph, "crops", batch, crops)[:2]
         score = prob[:, 1]
-        ok = score > self.thresholds[1]
-        boxes = np.concatenate([boxes[ok, :4], score[ok, None]], 1)
-        reg = reg[ok]
+        ok = score > self.thresholds[stage]
+        return np.concatenate([boxes[ok, :4], score[ok, None]], 1), reg[ok]
+
+    def _stage2(self, run: GraphRunner, image: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
+        scored = self._score_crops(run, image, boxes, 1)
+        if scored is None:
+            return np.zeros((0, 5), np.float32)
+        boxes, reg = scored
         keep = nms(boxes[:, :4], boxes[:, 4], 0.7)
         return _square(_bbreg(boxes[keep], reg[keep]))
 
     def _stage3(self, run: GraphRunner, image: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
-        crops, kept = _crops(image, boxes, 48)
-        if len(kept) == 0:
+        scored = self._score_crops(run, image, boxes, 2)
+        if scored is None:
             return np.zeros((0, 5), np.float32)
-        boxes = boxes[kept]
-        prob, reg = _run_batched(run, "onet", "crops", self.onet_batch, crops)[:2]
-        score = prob[:, 1]
-        ok = score > self.thresholds[2]
-        boxes = np.concatenate([boxes[ok, :4], score[ok, None]], 1)
-        boxes = _bbreg(boxes, reg[ok])
+        boxes, reg = scored
+        boxes = _bbreg(boxes, reg)
         keep = nms(boxes[:, :4], boxes[:, 4], 0.7, method="min")
         return boxes[keep]
 
