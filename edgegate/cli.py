@@ -328,6 +328,9 @@ def jobs(run_id: int | None, limit: int, fmt: str, db_url: str | None) -> None:
               help="Output format.")
 @click.option("--name", default=None, help="A name stored with the comparison.")
 @click.option("--allow-pack-drift", is_flag=True, help="Compare runs scored on different PromptPack digests.")
+@click.option("--allow-toolchain-drift", is_flag=True,
+              help="Compare runs whose QAIRT / QNN SDK / onnxruntime-qnn version or actual device differ "
+                   "(the result says what differed).")
 @click.option("--rebench", is_flag=True,
               help="Time both runs' compiled graphs again, interleaved on their target, and compare latency on "
                    "those paired measurements (stored samples from different times include machine drift).")
@@ -336,7 +339,8 @@ def jobs(run_id: int | None, limit: int, fmt: str, db_url: str | None) -> None:
 @_db_option
 @_handle_errors
 def compare(baseline_run: int, candidate_run: int, threshold: str | None, fmt: str, name: str | None,
-            allow_pack_drift: bool, rebench: bool, processes: int | None, db_url: str | None) -> None:
+            allow_pack_drift: bool, allow_toolchain_drift: bool, rebench: bool, processes: int | None,
+            db_url: str | None) -> None:
     """Compare two stored runs (deltas, CIs, significance); store the comparison.
 
     Exit code 1 when a metric regressed, 0 otherwise.
@@ -351,7 +355,7 @@ def compare(baseline_run: int, candidate_run: int, threshold: str | None, fmt: s
     again = Rebench(processes=processes) if rebench else None
     result = compare_runs(
         ExperimentDB(db_url), baseline_run, candidate_run, threshold=parse_threshold_option(threshold),
-        allow_pack_drift=allow_pack_drift, name=name, rebench=again,
+        allow_pack_drift=allow_pack_drift, allow_toolchain_drift=allow_toolchain_drift, name=name, rebench=again,
     )
     click.echo(render_comparison(result, fmt))
     sys.exit(EXIT_GATE_FAILED if result["verdict"] == "regressed" else EXIT_OK)

@@ -3,7 +3,9 @@
 ``compare_models`` evaluates a baseline and a candidate model on the same PromptPack split
 through the same adapter and compares every metric (``edgegate.compare``), with paired
 statistics from the per-sample records. ``compare_runs`` does the same for two runs
-already in the ExperimentDB, adding latency significance from their stored samples.
+already in the ExperimentDB, adding latency significance from their stored samples; runs
+scored on different PromptPacks or run on different toolchains (``edgegate.toolchain``) are
+refused unless allowed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from edgegate.results import ArtifactKind, artifacts_of_kind, first_artifact
 from edgegate.run.context import make_adapter
 from edgegate.run.stages import combined_aggregate, score_predictions
 from edgegate.targets.base import CompiledGraph, Target
+from edgegate.toolchain import check_toolchains, drift_text
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +364,7 @@ def compare_runs(
     *,
     threshold: Threshold | None = None,
     allow_pack_drift: bool = False,
+    allow_toolchain_drift: bool = False,
     name: str | None = None,
     store: bool = True,
     rebench: Rebench | None = None,
@@ -370,7 +374,11 @@ def compare_runs(
 
     Latency samples stored by two runs were taken at different times, so a machine that got
     slower in between looks like a regression; `rebench` times both runs' compiled graphs
-    again, interleaved on one target, and compares those paired measurements instead."""
+    again, interleaved on one target, and compares those paired measurements instead.
+
+    Runs whose recorded toolchains differ in a key that moves numbers (QAIRT, QNN SDK, the
+    device that ran, onnxruntime-qnn) are refused unless `allow_toolchain_drift`; the result
+    then says what differed (``toolchain_drift``, ``notes``)."""
     runs = {}
     for role, rid in (("baseline", baseline_run_id), ("candidate", candidate_run_id)):
         run = db.get_run(rid)
@@ -385,6 +393,7 @@ def compare_runs(
             f"runs {b.id} and {c.id} were scored on different PromptPacks ({b.pack_digest} vs {c.pack_digest}); "
             "a comparison across eval sets misleads: rerun on one pack, or pass --allow-pack-drift"
         )
+    toolchains = check_toolchains(b.id, b.details, c.id, c.details, allow_drift=allow_toolchain_drift)
     bm, cm = db.metrics(b.id), db.metrics(c.id)
     base = {k: m.value for k, m in bm.items() if k in cm}
     cand = {k: m.value for k, m in cm.items() if k in bm}
@@ -420,13 +429,17 @@ def compare_runs(
         "baseline": {"pipeline": b.pipeline, "device": b.device, "variant": b.variant, "pack_digest": b.pack_digest},
         "candidate": {"pipeline": c.pipeline, "device": c.device, "variant": c.variant, "pack_digest": c.pack_digest},
         "pack_drift": b.pack_digest != c.pack_digest,
+        **toolchains.to_dict(),
+        "notes": toolchains.notes,
         "verdict": verdict_for(result),
     })
     if fresh is not None:
         result["rebench"] = fresh["info"]
     if store:
+        drifted = f"toolchain drift: {drift_text(toolchains.drift)}" if toolchains.drift else ""
         result["comparison_id"] = db.add_comparison(
-            b.id, c.id, result, name=name, notes=notes_for(result), verdict=result["verdict"]
+            b.id, c.id, result, name=name, notes="; ".join(filter(None, [drifted, notes_for(result)])),
+            verdict=result["verdict"],
         )
     return result
 

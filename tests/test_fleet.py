@@ -14,12 +14,14 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fakes.fleet_cells import ScriptedRunner
+from sqlalchemy.orm import Session
 
-from edgegate.db import ExperimentDB
+from edgegate.db import ExperimentDB, RunRow
 from edgegate.errors import SpecError
 from edgegate.fleet.matrix import expand_matrix
 from edgegate.fleet.model import CellStatus, FleetOptions
@@ -221,6 +223,53 @@ def test_watch_limits_what_counts(tmp_path: Path) -> None:
     sim = next(c for c in night2.cells if c.cell == "person_detect_mini@sim")
     assert sim.status is CellStatus.PASSED
     assert sim.reason.endswith("neutral (regressed, not watched: inference_time_ms, latency_min_ms)")
+
+
+@dataclass
+class _RecordsToolchain:
+    """A ScriptedRunner whose candidate runs record a toolchain, as run_variant does."""
+
+    inner: ScriptedRunner
+    toolchain: dict
+
+    def __call__(self, task, attempt):
+        a = self.inner(task, attempt)
+        if a.candidate_run_id is not None:
+            with Session(ExperimentDB(task.db_url).engine) as s, s.begin():
+                row = s.get(RunRow, a.candidate_run_id)
+                row.details = {**(row.details or {}), "toolchain": self.toolchain}
+        return a
+
+
+def test_toolchain_change_is_a_note_not_a_regression(tmp_path: Path) -> None:
+    path = _fleet(tmp_path, BASIC)
+    old, new = "2.44.0.260227120002", "2.45.0.260326154327"
+    chain = {"qairt": old, "device": "Dragonwing RB3 Gen 2 Vision Kit", "client": "0.56.0"}
+    run_fleet(path, _opts(tmp_path, _RecordsToolchain(ScriptedRunner(night=1), chain), write_reports=False))
+    # night 2: AI Hub moved to a new QAIRT; one cell got slower, one now fails its gates
+    plan = {"person_detect_mini@sim": {1: "slow"}, "person_detect_mini@board-1": {1: "bad", 2: "bad"}}
+    night2 = run_fleet(path, _opts(tmp_path, _RecordsToolchain(ScriptedRunner(night=2, plan=plan), {**chain, "qairt": new})))
+    status = {c.cell: c for c in night2.cells}
+    slow = status["person_detect_mini@sim"]
+    changed = f"not compared: toolchain changed (qairt '{old}' vs '{new}')"
+    assert slow.status is CellStatus.PASSED and len(slow.attempts) == 1  # no confirmation rerun, no re-timing
+    assert slow.reason == f"gates pass; vs run {slow.previous_run_id}: {changed}"
+    vp = slow.final.vs_previous
+    assert (vp["verdict"], vp["regressed"], vp["rebench"]) == (changed, [], "skipped: the toolchain changed")
+    assert vp["toolchain_drift"] == {"qairt": [old, new]}
+    stored = ExperimentDB(f"sqlite:///{tmp_path / 'eg.db'}").comparison(vp["comparison_id"])
+    assert stored["notes"].startswith(f"toolchain drift: qairt '{old}' vs '{new}'; inference_time_ms: +")
+    # the gates still decide
+    bad = status["person_detect_mini@board-1"]
+    assert bad.status is CellStatus.FAILED and bad.reason == "gates failed: map50 >= 0.8 (confirmed by 1 rerun)"
+    assert night2.exit_code == 1
+    assert f"| {changed} (run {slow.previous_run_id}) |" in (night2.out_dir / "fleet.md").read_text()
+    # night 3 on the same new toolchain: compared again, and a slowdown counts
+    night3 = run_fleet(path, _opts(tmp_path, _RecordsToolchain(
+        ScriptedRunner(night=3, plan={"person_detect_mini@board-2": {1: "slow", 2: "slow"}}), {**chain, "qairt": new}),
+        write_reports=False))
+    again = next(c for c in night3.cells if c.cell == "person_detect_mini@board-2")
+    assert again.status is CellStatus.REGRESSED
 
 
 def test_invalid_pipeline_file_is_an_error_cell_the_rest_run(tmp_path: Path) -> None:

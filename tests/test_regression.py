@@ -103,6 +103,22 @@ def test_compare_stored_runs_and_pack_drift(stored_runs) -> None:
     assert drift["pack_drift"] is True
 
 
+def test_runs_record_their_toolchain(stored_runs) -> None:
+    from edgegate.versions import package_versions
+
+    tmp, first, second = stored_runs
+    db = ExperimentDB(f"sqlite:///{tmp / 'r.db'}")
+    cpu = package_versions(["onnxruntime"])  # what the host CPU target runs on
+    for v in (first.baseline, first.candidate, second.candidate):
+        assert db.get_run(v.run_id).details["toolchain"] == cpu
+    assert first.report["candidate"]["toolchain"] == first.report["baseline"]["toolchain"] == cpu
+    assert second.baseline.from_golden and second.report["baseline"]["toolchain"] == cpu  # read back from golden
+    assert "toolchain" not in second.report["candidate"]["target"]
+    assert not any("toolchain" in n for n in second.notes)  # same toolchain: nothing to say
+    same = compare_runs(db, first.baseline.run_id, second.baseline.run_id, store=False)
+    assert same["toolchain_drift"] == {} and same["notes"] == []
+
+
 def test_cli_compare_formats_and_exit_codes(stored_runs) -> None:
     tmp, first, _ = stored_runs
     db_url = f"sqlite:///{tmp / 'r.db'}"

@@ -327,3 +327,47 @@ def test_write_json_report_replaces_existing(cross: dict, same: dict, tmp_path: 
     write_json_report(same, out)
     assert json.loads(out.read_text()) == same
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# ----------------------------------------------------------------------------- toolchain, reproducibility
+
+
+def _with_toolchains(base: dict | None, cand: dict | None) -> dict:
+    import dataclasses
+
+    b = _baseline()
+    b = dataclasses.replace(b, target={**b.target, "toolchain": base} if base is not None else b.target)
+    c = _candidate(EMU)
+    c = dataclasses.replace(c, target={**c.target, "toolchain": cand})
+    return build_report(dataclasses.replace(_result(c), baseline=b))
+
+
+def test_toolchain_per_variant_and_a_line_when_it_differs() -> None:
+    qnn = {"onnxruntime": "1.32.0", "onnxruntime-qnn": "2.7.0"}
+    report = _with_toolchains(qnn, {**qnn, "onnxruntime-qnn": "2.8.0"})
+    assert report["candidate"]["toolchain"] == {**qnn, "onnxruntime-qnn": "2.8.0"}
+    assert report["baseline"]["toolchain"] == qnn
+    assert report["candidate"]["target"] == {"name": "htp-sim", "timing_source": "host-emulator"}  # as described
+    lines = render_terminal(report).splitlines()
+    line = "Toolchain differs: onnxruntime-qnn 2.7.0 (baseline) vs 2.8.0 (candidate)"
+    assert lines[lines.index("Gates:") - 2] == line
+    # a CPU baseline and an emulator candidate: different targets, not a toolchain change
+    same = _with_toolchains({"onnxruntime": "1.32.0"}, qnn)
+    assert not any(ln.startswith("Toolchain differs") for ln in render_terminal(same).splitlines())
+    # a golden stored before toolchains were recorded
+    old = _with_toolchains(None, qnn)
+    assert old["baseline"]["toolchain"] is None
+    assert not any(ln.startswith("Toolchain differs") for ln in render_terminal(old).splitlines())
+
+
+def test_reproducibility_not_applicable_is_never_a_pass() -> None:
+    import dataclasses
+
+    checked = [{"graph": "pnet", "artifact": "encodings", "equal": True}, {"graph": "pnet", "artifact": "qdq_onnx", "equal": True}]
+    why = "QAIRT 'latest' is resolved by AI Hub for each job, so compiled artifacts are not compared; pin it"
+    result = dataclasses.replace(_result(_candidate(EMU)), reproducibility={
+        "reproducible": None, "not_applicable": why, "first_difference": None, "checked": checked})
+    lines = render_terminal(build_report(result)).splitlines()
+    assert f"Reproducibility: n/a: {why} (quantization byte-identical: 2 artifact comparisons across this run " \
+           "and 2 fresh processes)" in lines
+    assert not any("byte-identical (" in ln for ln in lines)

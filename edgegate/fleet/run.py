@@ -15,7 +15,10 @@
    (golden comparison and gates happen there), compare the candidate with the previous
    night's run, and when it regressed (a gate newly failing, or a metric regressed vs the
    previous night) run it again ``confirm_reruns`` times: confirmed -> failed / regressed,
-   not confirmed -> flaky. A timeout or error ends the cell with that status.
+   not confirmed -> flaky. A timeout or error ends the cell with that status. When the
+   toolchain changed since the previous night (QAIRT, QNN SDK, the device that ran), the
+   metrics are not counted as regressions (a note on the cell says what changed); the
+   gates still decide.
 5. Store every cell as it finishes, finish the fleet run, write the reports (``fleet.report``:
    terminal, Markdown, HTML with plots, JUnit XML, JSON) and return the exit code: 1 when any cell is
    a confirmed regression or newly fails its gates (a cell failing exactly as on the previous
@@ -71,15 +74,26 @@ def _compare_previous(task: CellTask, a: AttemptResult) -> dict[str, Any] | None
     # previous night to compare with import them.
     from edgegate.compare import parse_threshold_option
     from edgegate.regression import compare_runs
+    from edgegate.toolchain import drift_text
 
     base = {"previous_run_id": task.previous_run_id}
     try:
         res = compare_runs(
             ExperimentDB(task.db_url), task.previous_run_id, a.candidate_run_id,
             threshold=parse_threshold_option(task.threshold), name=f"fleet {task.fleet}: {task.cell_id} #{a.attempt}",
+            allow_toolchain_drift=True,
         )
     except EdgeGateError as exc:
         return {**base, "verdict": "not compared", "error": exc.message, "regressed": []}
+    if res["toolchain_drift"]:
+        # A new QAIRT / QNN SDK / device moves the numbers by itself: not the model's regression,
+        # and re-timing last night's graphs on tonight's toolchain would not say whose it is. The
+        # deltas stay in the stored comparison, not in the cell, where they would read as findings.
+        return {
+            **base, "comparison_id": res.get("comparison_id"), "rebench": "skipped: the toolchain changed",
+            "verdict": f"not compared: toolchain changed ({drift_text(res['toolchain_drift'])})",
+            "regressed": [], "ignored": [], "toolchain_drift": res["toolchain_drift"],
+        }
     res, base["rebench"] = _rebench_latency(task, a, res)
     regressed = [n for n, m in res["metrics"].items() if m["status"] == "regressed"]
     counted = [n for n in regressed if (n in task.watch if task.watch is not None else _watched_by_default(n))]

@@ -16,6 +16,7 @@ from edgegate import __version__
 from edgegate.artifacts import atomic_write
 from edgegate.metrics import Measurement, get_metric
 from edgegate.results import PipelineResult, VariantResult
+from edgegate.toolchain import toolchain_drift
 
 REPORT_SCHEMA = "https://edgegate.dev/report/v1"
 
@@ -52,11 +53,14 @@ def _m(m: Measurement | None) -> dict[str, Any] | None:
 
 
 def _variant(v: VariantResult) -> dict[str, Any]:
+    # The variant carries the toolchain that ran it in target["toolchain"]; the report keeps
+    # "target" as the target described itself and shows the toolchain on its own.
     return {
         "run_id": v.run_id,
         "variant": v.variant.value,
         "from_golden": v.from_golden,
-        "target": v.target,
+        "target": {k: x for k, x in v.target.items() if k != "toolchain"},
+        "toolchain": v.target.get("toolchain"),
         "metrics": {k: _m(m) for k, m in v.metrics.items()},
         "latency": {g: s.to_dict() for g, s in v.latency.items()},
         "placement": {
@@ -229,6 +233,9 @@ def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
             "Note: host-emulator timings are the QNN HTP emulator running on this host's CPU, "
             "not device latency."
         )
+    drift = toolchain_drift(b.get("toolchain"), c.get("toolchain"))
+    if drift:
+        lines.append("Toolchain differs: " + ", ".join(f"{k} {x} (baseline) vs {y} (candidate)" for k, (x, y) in drift.items()))
     lines.append("")
     lines.append("Gates:")
     for g in report["gates"]:
@@ -239,9 +246,13 @@ def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
         lines.append("  (none declared)")
     repro = report.get("reproducibility")
     if repro:
-        if repro["reproducible"]:
-            n = sum(1 for r in repro["checked"] if r["equal"])
-            lines.append(f"Reproducibility: byte-identical ({n} artifact comparisons across this run and 2 fresh processes)")
+        n = sum(1 for r in repro["checked"] if r["equal"])
+        if repro["reproducible"] is None:  # compiled bytes not judged (run.checks.repro_plan)
+            lines.append(f"Reproducibility: n/a: {repro['not_applicable']} (quantization byte-identical: "
+                         f"{n} artifact comparisons across this run and 2 fresh processes)")
+        elif repro["reproducible"]:
+            lines.append(f"Reproducibility: byte-identical ({n} artifact comparisons across this run and 2 fresh processes)"
+                         + (f"; {repro['note']}" if repro.get("note") else ""))
         else:
             lines.append(f"Reproducibility: NOT reproducible: {repro['first_difference']}")
     adv = report.get("adversarial")
@@ -344,7 +355,7 @@ def render_comparison(result: dict[str, Any], fmt: str = "text") -> str:
     if result.get("comparison_id") is not None:
         title += f" [comparison {result['comparison_id']}]"
     verdict = result.get("verdict")
-    notes = latency_notes(result)
+    notes = [*result.get("notes", []), *latency_notes(result)]  # toolchain drift / not recorded first
     if fmt == "md":
         lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|---|---:|---:|---:|---|---|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]

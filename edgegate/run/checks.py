@@ -2,6 +2,7 @@
 
 * ``check_reproducible`` (``--verify-reproducible`` or ``quantization.verify_reproducible``):
   quantize + compile twice more in fresh processes and compare bytes; metric ``reproducible``.
+  On AI Hub only with a pinned QAIRT (see ``repro_plan``).
 * ``search_adversarial`` (the pipeline's ``adversarial`` section): a differential search for
   inputs FP32 and INT8 disagree on; metrics ``adversarial_*`` / ``*_robustness`` and a
   PromptPack of the findings.
@@ -31,6 +32,7 @@ from edgegate.run.models import load_torch_model
 from edgegate.run.outputs import read_per_sample
 from edgegate.run.runners import GraphInputs, cpu_runner, target_runner
 from edgegate.run.stages import QuantizedFiles, combined_aggregate, computed_metrics
+from edgegate.targets.aihub_toolchain import QAIRT_TAGS
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,39 @@ class CheckOutcome:
     artifact: tuple[ArtifactKind, Path] | None = None
 
 
+@dataclass(frozen=True)
+class ReproPlan:
+    """Which fresh worker compiles, and why compiled bytes cannot be judged (if they cannot)."""
+
+    compile_in: tuple[bool, bool] = (True, True)
+    not_applicable: str | None = None
+    note: str | None = None
+
+
+def repro_plan(describe: Mapping[str, Any]) -> ReproPlan:
+    """What the reproducibility check compiles for a target, from its ``describe()``.
+
+    Host targets and boards compile on this host: both workers compile, as always. A target
+    that compiles on a service under a QAIRT version (AI Hub) pays a compile job per graph and
+    worker. With a pinned QAIRT the compiled bytes must match, so one fresh compile per graph
+    (worker 1) is compared with this run's: a second one would cost as much again and add
+    nothing the first does not show. Under ``latest``/``default`` AI Hub may resolve another
+    QAIRT for each job, so equal bytes prove nothing and different bytes blame no one:
+    no worker compiles (no job is submitted), quantization is still compared, and the check
+    is reported not applicable, never passed."""
+    qairt = describe.get("qairt_version")
+    if qairt is None:
+        return ReproPlan()
+    if qairt in QAIRT_TAGS:
+        return ReproPlan(
+            (False, False),
+            not_applicable=f"QAIRT '{qairt}' is resolved by AI Hub for each job, so compiled artifacts are not "
+                           "compared; pin qairt_version in the device file to check them",
+        )
+    return ReproPlan((True, False), note=f"compiled on AI Hub (QAIRT {qairt}) in fresh process 1 only, "
+                                         "one compile job per graph, against this run's compiled artifact")
+
+
 def check_reproducible(
     ctx: RunContext,
     pipeline_path: str | Path,
@@ -52,20 +87,29 @@ def check_reproducible(
     candidate: VariantResult,
     progress: Progress,
 ) -> CheckOutcome:
-    """Metric `reproducible` (1/0) on the candidate, from two fresh quantize + compile runs."""
+    """Metric `reproducible` (1/0) on the candidate, from two fresh quantize + compile runs.
+    Where compiled bytes cannot be judged (``repro_plan``) and quantization matched, the
+    metric is absent and the summary says why (``not_applicable``)."""
     from edgegate.run.reproduce import verify_reproducible
 
+    plan = repro_plan(ctx.target.describe())
     primary = {
         g: {ArtifactKind.ENCODINGS.value: str(q.encodings), ArtifactKind.QDQ_ONNX.value: str(q.qdq_onnx),
             ArtifactKind.COMPILED.value: [str(f) for f in candidate.compiled[g].files]}
         for g, q in quantized.items()
     }
-    with progress.stage("verify reproducibility: quantize + compile twice in fresh processes"):
+    what = "quantize + compile" if any(plan.compile_in) else "quantize"
+    with progress.stage(f"verify reproducibility: {what} twice in fresh processes"):
         res = verify_reproducible(
             pipeline_path, device, calibration, primary,
-            work_dir=run_dir(ctx.home, candidate.run_id) / "reproduce",
+            work_dir=run_dir(ctx.home, candidate.run_id) / "reproduce", compile_in=plan.compile_in,
         )
-    return CheckOutcome(computed_metrics({"reproducible": 1.0 if res.reproducible else 0.0}), res.to_dict())
+    summary = {**res.to_dict(), **({"note": plan.note} if plan.note else {})}
+    if plan.not_applicable is not None:
+        summary["not_applicable"] = plan.not_applicable
+        if res.reproducible:  # nothing failed, and the part that matters was not judged: no pass
+            return CheckOutcome({}, {**summary, "reproducible": None})
+    return CheckOutcome(computed_metrics({"reproducible": 1.0 if res.reproducible else 0.0}), summary)
 
 
 def search_adversarial(

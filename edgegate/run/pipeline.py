@@ -11,8 +11,9 @@
    the FP32 cascade (cached by input digests).
 5. Compile the INT8 graphs for the target (cached).
 6. Benchmark: warmup + timed repeats of every graph, in each of `processes` fresh worker processes.
-7. Infer + score the eval split through the compiled graphs (steps 5-7: ``run.variant``),
-   then the optional checks (``run.checks``): reproducibility, adversarial search.
+7. Infer + score the eval split through the compiled graphs (steps 5-7: ``run.variant``,
+   which records the toolchain that ran them), then the optional checks (``run.checks``):
+   reproducibility, adversarial search. A golden measured with another toolchain is a note.
 8. Compare with golden, evaluate the gates (``--strict``: on the conservative CI bound),
    build the report once and write it as JSON.
 9. Evidence: sign an in-toto statement of the run (DSSE, Ed25519) when ``evidence`` says so;
@@ -65,6 +66,7 @@ from edgegate.run.variant import (
     store_metrics,
 )
 from edgegate.targets.base import Variant
+from edgegate.toolchain import drift_text, toolchain_drift
 
 
 @dataclass
@@ -188,6 +190,14 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
         inputs=int8_inputs, reference=baseline_preds, golden_run_id=golden_id,
     ))
     candidate = measured_candidate.result
+    # The FP32 golden is often kept for months: a new QAIRT / QNN SDK / device since then is
+    # worth knowing, not an error.
+    drift = toolchain_drift(baseline.target.get("toolchain"), candidate.target.get("toolchain"))
+    if drift:
+        notes.append(
+            f"golden run {golden_id} was measured with another toolchain than this candidate ({drift_text(drift)}): "
+            "part of any difference may be the toolchain's; --rebaseline measures the golden again"
+        )
 
     # 7b. optionally: quantize + compile twice more in fresh processes, compare bytes
     repro = None

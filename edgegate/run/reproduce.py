@@ -5,6 +5,8 @@ graph with the run's settings and the same calibration batches, then compile the
 for the run's target. Their encodings, quantized models and compiled artifacts are
 compared by sha256 with each other and with the run's own artifacts. On a mismatch the
 result names the first artifact that differs and, inside it, the first encoding or tensor.
+A worker may be asked not to compile (``compile_in``: a remote compile costs a job on the
+service, see ``run.checks.check_reproducible``); its compiled artifacts are then not compared.
 
 Known cause fixed elsewhere: ONNX Runtime names the QNN partition after a hash of the
 model's path, so EdgeGate compiles from the model's bytes (targets/local.py).
@@ -47,29 +49,35 @@ class ReproResult:
 
 
 def _worker(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Export, quantize and (unless told not to) compile every graph through the run's own
+    stage functions, into a fresh artifact cache: what the run did, in a fresh process. The
+    cache entries matter beyond the bytes: AI Hub uploads a quantize entry as AIMET's export."""
+    from edgegate.artifacts import ArtifactCache
+    from edgegate.progress import Progress
     from edgegate.run.context import load_context
-    from edgegate.run.models import load_torch_model
-    from edgegate.run.quantize import quantize_graph
-    from edgegate.run.stages import quantize_settings
+    from edgegate.run.stages import compile_graphs, export_graphs, quantize_graphs
+    from edgegate.targets.base import Variant
 
-    ctx = load_context(request["pipeline"], device=request.get("device"), home=Path(request["home"]))
-    settings = quantize_settings(ctx)
-    out = Path(request["out"])
-    manifest: dict[str, Any] = {}
+    home = Path(request["home"])
+    ctx = load_context(request["pipeline"], device=request.get("device"), home=home)
+    calibration: dict[str, list[tuple[np.ndarray, ...]]] = {}
     for g in ctx.graphs:
         with np.load(request["calibration"][g.name]) as data:
             n = int(data["count"])
             batches = [tuple(data[f"b{i}_{j}"] for j in range(len(g.input_names))) for i in range(n)]
-        if request.get("perturb") == "reverse-calibration":
-            batches = batches[::-1]
-        gdir = out / g.name
-        q = quantize_graph(load_torch_model(g), g.input_names, g.output_names, batches, settings, gdir, g.name)
-        compiled = ctx.target.compile(g.name, q.qdq_onnx, gdir / "compiled")
-        manifest[g.name] = {
-            ArtifactKind.ENCODINGS.value: str(q.encodings),
-            ArtifactKind.QDQ_ONNX.value: str(q.qdq_onnx),
-            _COMPILED: [str(f) for f in compiled.files],
-        }
+        calibration[g.name] = batches[::-1] if request.get("perturb") == "reverse-calibration" else batches
+    cache = ArtifactCache(home / "artifacts")
+    quantized = quantize_graphs(ctx, export_graphs(ctx, cache), calibration, cache, Progress(quiet=True))
+    manifest: dict[str, Any] = {
+        g: {ArtifactKind.ENCODINGS.value: str(q.encodings), ArtifactKind.QDQ_ONNX.value: str(q.qdq_onnx)}
+        for g, q in quantized.items()
+    }
+    if request.get("compile", True):
+        compiled = compile_graphs(ctx.target, {g: q.qdq_onnx for g, q in quantized.items()}, cache, Variant.INT8)
+        for g, c in compiled.items():
+            manifest[g][_COMPILED] = [str(f) for f in c.files]
+    out = Path(request["out"])
+    out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -100,15 +108,17 @@ def run_workers(
     *,
     perturb_second: str | None = None,
     timeout_s: float = 1800,
+    compile_in: tuple[bool, bool] = (True, True),
 ) -> list[dict[str, Any]]:
-    """Two fresh worker processes, side by side; returns their manifests."""
+    """Two fresh worker processes, side by side; returns their manifests. ``compile_in``:
+    which of the two also compile for the target."""
     work_dir.mkdir(parents=True, exist_ok=True)
     calib = _save_calibration(calibration, work_dir)
     procs = []
-    for i, perturb in enumerate((None, perturb_second)):
+    for i, (perturb, compiles) in enumerate(zip((None, perturb_second), compile_in)):
         out = work_dir / f"worker{i}"
         req = {"pipeline": str(pipeline), "device": device, "calibration": calib, "out": str(out),
-               "home": str(work_dir / f"home{i}"), "perturb": perturb}
+               "home": str(work_dir / f"home{i}"), "perturb": perturb, "compile": compiles}
         req_path = work_dir / f"request{i}.json"
         req_path.write_text(json.dumps(req))
         log = open(work_dir / f"worker{i}.log", "w")
@@ -181,11 +191,16 @@ def first_onnx_difference(a: Path, b: Path) -> str | None:
 
 
 def compare_artifacts(sets: Sequence[tuple[str, Mapping[str, Any]]]) -> ReproResult:
-    """Compare artifact sets {graph: {encodings, qdq_onnx, compiled: [...]}} labelled by origin."""
+    """Compare artifact sets {graph: {encodings, qdq_onnx, compiled: [...]}} labelled by origin;
+    the first set that has a kind is the reference for it, and a set without it (a worker that
+    did not compile) is left out of that kind's comparisons."""
     result = ReproResult(reproducible=True)
-    (ref_label, ref), others = sets[0], sets[1:]
-    for graph in ref:
+    for graph in sets[0][1]:
         for kind in ARTIFACT_ORDER:
+            having = [(label, s) for label, s in sets if kind in s[graph]]
+            if len(having) < 2:
+                continue
+            (ref_label, ref), others = having[0], having[1:]
             ref_files = ref[graph][kind] if kind == _COMPILED else [ref[graph][kind]]
             for label, other in others:
                 other_files = other[graph][kind] if kind == _COMPILED else [other[graph][kind]]
@@ -220,11 +235,12 @@ def verify_reproducible(
     *,
     work_dir: Path | None = None,
     perturb_second: str | None = None,
+    compile_in: tuple[bool, bool] = (True, True),
 ) -> ReproResult:
     """Quantize + compile twice in fresh processes and compare with each other and `primary`
     (this run's own artifacts, in the same {graph: {...}} shape) when given."""
     work = work_dir or Path(tempfile.mkdtemp(prefix="eg-repro-"))
-    a, b = run_workers(pipeline, device, calibration, work, perturb_second=perturb_second)
+    a, b = run_workers(pipeline, device, calibration, work, perturb_second=perturb_second, compile_in=compile_in)
     sets: list[tuple[str, Mapping[str, Any]]] = []
     if primary is not None:
         sets.append(("this run", primary))

@@ -208,14 +208,16 @@ def compile_graphs(
 
 def with_placement(compiled: Mapping[str, CompiledGraph], bench: BenchmarkResult) -> dict[str, CompiledGraph]:
     """Layer placement measured while benchmarking (AI Hub's per-layer compute units, in
-    ``bench.details["placement"]``) replaces the compile-time counts: GPU and CPU layers
-    both count as off the NPU (``cpu_nodes``)."""
+    ``bench.details["placement"]``: NPU, GPU, CPU, UNSPECIFIED) replaces the compile-time
+    counts: every layer not on the NPU counts as off it (``cpu_nodes``), UNSPECIFIED ones too,
+    so that ``npu_fraction`` is the share of layers known to run on the NPU."""
     placement = bench.details.get("placement") or {}
     out = dict(compiled)
     for g, p in placement.items():
         if g in out:
+            off_npu = sum(int(n) for unit, n in p.items() if unit != "NPU")
             out[g] = dataclasses.replace(
-                out[g], npu_nodes=int(p.get("NPU", 0)), cpu_nodes=int(p.get("CPU", 0)) + int(p.get("GPU", 0)),
+                out[g], npu_nodes=int(p.get("NPU", 0)), cpu_nodes=off_npu,
                 details={**out[g].details, "placement": dict(p)},
             )
     return out

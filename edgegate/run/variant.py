@@ -3,7 +3,9 @@
 ``run_variant`` starts the variant's row, compiles its graphs for its target, benchmarks
 them, runs the eval split through them and scores it, stores metrics, latency samples and
 artifacts, and always ends the row with a final status (``completed`` or ``error``),
-whatever happens in between. ``golden_variant`` reads a stored golden back instead.
+whatever happens in between. The toolchain that ran the graphs (``edgegate.toolchain``) is
+recorded in the row's details and carried in the result as ``target["toolchain"]``.
+``golden_variant`` reads a stored golden back instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgegate import __version__
 from edgegate.artifacts import ArtifactCache, sha256_file
@@ -32,6 +35,7 @@ from edgegate.run.stages import (
 )
 from edgegate.stats import summarize_latency
 from edgegate.targets.base import BenchmarkResult, Target, Variant
+from edgegate.toolchain import Toolchain, graph_toolchain, recorded_toolchain, run_toolchain
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         },
     )
     status, error = "error", None
+    toolchain: Toolchain | None = None  # known once the graphs ran
     target.attach_run(db, run_id)  # remote targets record their jobs against this run (AI Hub's ledger)
     try:
         # 5. compile
@@ -120,6 +125,9 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
                 min_seconds=b.min_seconds, work_dir=run_dir(ctx.home, run_id), processes=b.processes,
             )
         compiled = with_placement(compiled, bench)
+        toolchain = run_toolchain(
+            [graph_toolchain(c.details) for c in compiled.values()], bench.details.get("toolchain"), target.describe()
+        )
         # 7. infer + score
         counts: dict[str, int] = {}
         support_split = ctx.spec.evaluation.support_split
@@ -144,7 +152,8 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         ]
         status = "completed"
         result = VariantResult(
-            variant, run_id, target.describe(), measured.metrics, measured.latency, compiled, artifacts,
+            variant, run_id, {**target.describe(), "toolchain": toolchain}, measured.metrics, measured.latency,
+            compiled, artifacts,
             bench.memory_method, {g: n / max(1, len(scope.eval_samples)) for g, n in counts.items()},
         )
         return MeasuredVariant(result, ev.predictions)
@@ -153,17 +162,20 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         raise
     finally:
         target.close()  # board targets remove their scratch files on the board and disconnect here
-        db.finish_run(run_id, status, error=error)
+        db.finish_run(run_id, status, error=error, details=None if toolchain is None else {"toolchain": toolchain})
 
 
 def golden_variant(db: ExperimentDB, golden_id: int) -> VariantResult:
-    """The golden run's stored measurements, as a variant result."""
+    """The golden run's stored measurements, as a variant result (with its toolchain when it
+    recorded one)."""
     run = db.get_run(golden_id)
     stored = db.metrics(golden_id)
     metrics = {k: Measurement(v.value, Source(v.source), v.unit) for k, v in stored.items()}
     samples = db.latency_samples(golden_id)
     summaries = {g: summarize_latency(s) for g, s in samples.items() if s}
+    toolchain = recorded_toolchain(run.details if run else None)
+    target: dict[str, Any] = {"name": "golden"} if toolchain is None else {"name": "golden", "toolchain": toolchain}
     return VariantResult(
-        Variant(run.variant if run else "fp32"), golden_id, {"name": "golden"}, metrics, summaries,
+        Variant(run.variant if run else "fp32"), golden_id, target, metrics, summaries,
         artifacts=db.artifacts(golden_id), from_golden=True,
     )
