@@ -73,6 +73,9 @@ class VariantResult:
     memory_method: str = ""
     calls_per_image: dict[str, float] = field(default_factory=dict)
     from_golden: bool = False
+    # what ran the graphs (edgegate.toolchain): compiler/runtime versions, the device that ran;
+    # None for a golden stored before toolchains were recorded
+    toolchain: dict[str, str | None] | None = None
 
 
 @dataclass(frozen=True)

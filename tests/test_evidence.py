@@ -400,6 +400,9 @@ def test_run_predicate_holds_the_evidence(signed_run) -> None:
         "kind": "cpu", "name": "cpu", "chipset": None, "arch": None}
     assert {"edgegate", "aimet-torch", "torch", "onnxruntime"} <= set(p["versions"])
     assert "qnn" not in p["versions"]  # the CPU target compiles no QNN context
+    # what ran each variant: the CPU target's runtime, as the run recorded it
+    assert p["toolchain"]["candidate"] == result.candidate.toolchain
+    assert set(p["toolchain"]["candidate"]) == {"onnxruntime"}
     cand = p["measurements"]["candidate"]
     assert cand["run_id"] == result.candidate.run_id and cand["timing_source"] == "host-cpu"
     assert cand["metrics"]["inference_time_ms"]["source"] == "host-cpu"

@@ -336,9 +336,8 @@ def _with_toolchains(base: dict | None, cand: dict | None) -> dict:
     import dataclasses
 
     b = _baseline()
-    b = dataclasses.replace(b, target={**b.target, "toolchain": base} if base is not None else b.target)
-    c = _candidate(EMU)
-    c = dataclasses.replace(c, target={**c.target, "toolchain": cand})
+    b = dataclasses.replace(b, toolchain=base)
+    c = dataclasses.replace(_candidate(EMU), toolchain=cand)
     return build_report(dataclasses.replace(_result(c), baseline=b))
 
 

@@ -245,6 +245,8 @@ def build_statement(
         "device": {k: dev.get(k) for k in ("kind", "name", "chipset", "arch", "htp_arch", "soc_model",
                                            "runtime", "timing_source")},
         "versions": dict(versions if versions is not None else tool_versions(result)),
+        # what ran each variant's graphs (QAIRT / QNN SDK, the device that ran): edgegate.toolchain
+        "toolchain": {"baseline": result.baseline.toolchain, "candidate": result.candidate.toolchain},
         "promptpack": dict(result.pack),
         "measurements": {"baseline": _measurements(report["baseline"]),
                          "candidate": _measurements(report["candidate"])},

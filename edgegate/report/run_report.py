@@ -53,14 +53,12 @@ def _m(m: Measurement | None) -> dict[str, Any] | None:
 
 
 def _variant(v: VariantResult) -> dict[str, Any]:
-    # The variant carries the toolchain that ran it in target["toolchain"]; the report keeps
-    # "target" as the target described itself and shows the toolchain on its own.
     return {
         "run_id": v.run_id,
         "variant": v.variant.value,
         "from_golden": v.from_golden,
-        "target": {k: x for k, x in v.target.items() if k != "toolchain"},
-        "toolchain": v.target.get("toolchain"),
+        "target": v.target,
+        "toolchain": v.toolchain,
         "metrics": {k: _m(m) for k, m in v.metrics.items()},
         "latency": {g: s.to_dict() for g, s in v.latency.items()},
         "placement": {

@@ -192,7 +192,7 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     candidate = measured_candidate.result
     # The FP32 golden is often kept for months: a new QAIRT / QNN SDK / device since then is
     # worth knowing, not an error.
-    drift = toolchain_drift(baseline.target.get("toolchain"), candidate.target.get("toolchain"))
+    drift = toolchain_drift(baseline.toolchain, candidate.toolchain)
     if drift:
         notes.append(
             f"golden run {golden_id} was measured with another toolchain than this candidate ({drift_text(drift)}): "

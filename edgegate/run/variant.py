@@ -4,7 +4,7 @@
 them, runs the eval split through them and scores it, stores metrics, latency samples and
 artifacts, and always ends the row with a final status (``completed`` or ``error``),
 whatever happens in between. The toolchain that ran the graphs (``edgegate.toolchain``) is
-recorded in the row's details and carried in the result as ``target["toolchain"]``.
+recorded in the row's details and carried in the result (``VariantResult.toolchain``).
 ``golden_variant`` reads a stored golden back instead.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgegate import __version__
 from edgegate.artifacts import ArtifactCache, sha256_file
@@ -152,9 +151,10 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         ]
         status = "completed"
         result = VariantResult(
-            variant, run_id, {**target.describe(), "toolchain": toolchain}, measured.metrics, measured.latency,
+            variant, run_id, target.describe(), measured.metrics, measured.latency,
             compiled, artifacts,
             bench.memory_method, {g: n / max(1, len(scope.eval_samples)) for g, n in counts.items()},
+            toolchain=toolchain,
         )
         return MeasuredVariant(result, ev.predictions)
     except BaseException as exc:
@@ -174,8 +174,7 @@ def golden_variant(db: ExperimentDB, golden_id: int) -> VariantResult:
     samples = db.latency_samples(golden_id)
     summaries = {g: summarize_latency(s) for g, s in samples.items() if s}
     toolchain = recorded_toolchain(run.details if run else None)
-    target: dict[str, Any] = {"name": "golden"} if toolchain is None else {"name": "golden", "toolchain": toolchain}
     return VariantResult(
-        Variant(run.variant if run else "fp32"), golden_id, target, metrics, summaries,
-        artifacts=db.artifacts(golden_id), from_golden=True,
+        Variant(run.variant if run else "fp32"), golden_id, {"name": "golden"}, metrics, summaries,
+        artifacts=db.artifacts(golden_id), from_golden=True, toolchain=toolchain,
     )

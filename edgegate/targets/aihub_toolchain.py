@@ -18,6 +18,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from edgegate.errors import InputError
+from edgegate.toolchain import join_values
 from edgegate.targets.aihub_catalogue import attribute
 
 QAIRT_TAGS = ("latest", "default")  # AI Hub resolves them at submit time: never a reusable compile
@@ -96,8 +97,4 @@ def merge_toolchains(per_graph: Mapping[str, Mapping[str, str | None]]) -> dict[
     """One toolchain for several graphs: each value is a string, the distinct values of the
     graphs sorted and joined with ', ' when they differ (two phones of a family, say), None
     when no graph reported it. Per-graph values stay in details['profiles'][graph]['toolchain']."""
-    out: dict[str, str | None] = {}
-    for k in TOOLCHAIN_KEYS:
-        values = sorted({str(t[k]) for t in per_graph.values() if t.get(k)})
-        out[k] = ", ".join(values) if values else None
-    return out
+    return {k: join_values(t.get(k) for t in per_graph.values()) for k in TOOLCHAIN_KEYS}
