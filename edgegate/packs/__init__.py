@@ -1,1 +1,1 @@
-"""PromptPacks: samples, loading and verification, scorers, adapters."""
+"""PromptPacks: samples, loading and verification, creation from users' data, scorers, adapters."""
