@@ -80,7 +80,12 @@ class CompiledModel:
     graphs: Mapping[str, CompiledGraph]
 
 
-_TASK_SCORERS = {"detection": "detection", "intent-classification": "intent", "language-modeling": "language-model"}
+# A task's default scorer when TaskSpec names none (a PromptPack task -> its scorer).
+_TASK_SCORERS = {
+    "detection": "detection", "intent-classification": "intent", "language-modeling": "language-model",
+    "image-classification": "classification", "object-detection": "coco-detection",
+    "text-classification": "text-classification",
+}
 
 
 def _graph_names(adapter: Adapter) -> list[str]:
