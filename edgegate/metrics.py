@@ -149,6 +149,19 @@ _BUILTINS: tuple[tuple[str, str, Direction, MetricKind, str], ...] = (
     ("cosine_agreement", "ratio", _H, _QUALITY,
      "mean cosine similarity between the candidate's and the FP32 baseline's embeddings"),
     ("next_token_accuracy", "ratio", _H, _QUALITY, "fraction of next tokens predicted exactly"),
+    # Classification (scorer `classification`): labels where there are some, else FP32 agreement.
+    ("top1_accuracy", "ratio", _H, _QUALITY, "fraction of labelled samples whose best class is the label"),
+    ("top5_accuracy", "ratio", _H, _QUALITY, "fraction of labelled samples with the label among the 5 best classes"),
+    ("top1_agreement", "ratio", _H, _QUALITY,
+     "fraction of samples whose best class is the FP32 baseline's best class"),
+    ("mean_kl", "nats", _L, _QUALITY,
+     "mean KL divergence of the candidate's class distribution from the FP32 baseline's"),
+    ("output_cosine", "ratio", _H, _QUALITY,
+     "mean cosine similarity between the candidate's and the FP32 baseline's output vectors"),
+    # COCO detection (scorer `coco-detection`; map50 above is its AP at IoU 0.5).
+    ("map50_95", "ratio", _H, _QUALITY, "COCO mean average precision over IoU 0.50:0.05:0.95"),
+    ("detection_agreement", "ratio", _H, _QUALITY,
+     "fraction of images whose detections match the FP32 baseline's (same class, IoU >= 0.5)"),
     # Losses.
     ("loss", "", _L, _LOSS, "mean loss over the evaluation split"),
     ("perplexity", "", _L, _LOSS, "exp of the mean token cross-entropy"),

@@ -41,7 +41,7 @@ def test_builtins_have_direction_unit_kind() -> None:
         assert m.description
     names = [m.name for m in all_metrics()]
     assert names == sorted(names)
-    assert len(names) == 31
+    assert len(names) == 38
 
 
 def test_timing_property() -> None:
@@ -64,7 +64,7 @@ def test_is_better_follows_direction() -> None:
 def test_unknown_metric_did_you_mean() -> None:
     with pytest.raises(UnknownNameError) as info:
         get_metric("acuracy")
-    assert str(info.value) == "unknown metric 'acuracy' (did you mean 'accuracy'?)"
+    assert str(info.value) == "unknown metric 'acuracy' (did you mean 'accuracy', 'top5_accuracy' or 'top1_accuracy'?)"
 
 
 def test_unknown_metric_lists_known_when_nothing_close() -> None:
@@ -73,7 +73,7 @@ def test_unknown_metric_lists_known_when_nothing_close() -> None:
     assert str(info.value) == (
         "unknown metric 'zzz' (known: accuracy, adversarial_coverage, adversarial_disagreement_rate, "
         "baseline_agreement, compile_time_ms, compiled_size_kb, compiled_size_mb, cosine_agreement, "
-        "... (31 in all))"
+        "... (38 in all))"
     )
 
 

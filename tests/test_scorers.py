@@ -173,8 +173,10 @@ def test_registry() -> None:
         register_scorer(DetectionScorer())
     with pytest.raises(UnknownNameError) as info:
         get_scorer("detectoin")
-    known = "detection, intent, language-model"
-    assert str(info.value) == f"unknown scorer 'detectoin' (did you mean 'detection'?); known: {known}"
+    known = "classification, coco-detection, detection, intent, language-model, text-classification"
+    assert str(info.value) == (
+        f"unknown scorer 'detectoin' (did you mean 'detection' or 'coco-detection'?); known: {known}"
+    )
     with pytest.raises(UnknownNameError) as info:
         get_scorer("bleu")
     assert str(info.value) == f"unknown scorer 'bleu'; known: {known}"
@@ -191,7 +193,9 @@ def test_register_new_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
             return ScoreResult(metrics={"accuracy": 1.0}, per_sample=[])
 
     register_scorer(Dummy())
-    assert scorer_names() == ["detection", "dummy", "intent", "language-model"]
+    assert scorer_names() == [
+        "classification", "coco-detection", "detection", "dummy", "intent", "language-model", "text-classification",
+    ]
     assert get_scorer("dummy").score([], []).metrics == {"accuracy": 1.0}
 
 

@@ -277,7 +277,7 @@ def test_unknown_gate_metric_did_you_mean(workdir: Path) -> None:
     text = BASE.replace('"accuracy >= 0.99 * baseline"', '"acuracy >= 0.99 * baseline"')
     assert spec_error(text) == (
         "p.yaml:18: gates[0]: gate 'acuracy >= 0.99 * baseline': "
-        "unknown metric 'acuracy' (did you mean 'accuracy'?)"
+        "unknown metric 'acuracy' (did you mean 'accuracy', 'top5_accuracy' or 'top1_accuracy'?)"
     )
 
 

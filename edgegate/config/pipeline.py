@@ -117,7 +117,15 @@ class GraphSpec(SpecModel):
         return "torchscript" if self.torchscript is not None else "onnx"
 
 
+# The generic adapters a pipeline can name instead of a class (edgegate.packs.adapters,
+# whose registry tests/test_adapters_generic.py checks against this list).
+ADAPTER_PRESETS: tuple[str, ...] = (
+    "image-classification", "object-detection", "text-classification", "text-embedding",
+)
+
+
 class ModelSpec(SpecModel):
+    # a preset name (its adapter_options are checked when the adapter is built) or pkg.module:Class
     adapter: str
     adapter_options: dict[str, Any] = Field(default_factory=dict)
     graphs: Annotated[dict[GraphName, GraphSpec], Field(min_length=1)]
@@ -125,6 +133,13 @@ class ModelSpec(SpecModel):
     @field_validator("adapter")
     @classmethod
     def _adapter_ref(cls, value: str) -> str:
+        if value in ADAPTER_PRESETS:
+            return value
+        if ":" not in value and "." not in value:
+            raise ValueError(
+                f"unknown adapter preset '{value}'{format_suggestion(value, ADAPTER_PRESETS)}; "
+                f"presets: {', '.join(ADAPTER_PRESETS)}, or 'package.module:Class' for your own adapter"
+            )
         _check_ref(value)
         return value
 

@@ -19,87 +19,41 @@ import difflib
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from edgegate.errors import UnknownNameError
+from edgegate.packs.boxes import IOU_THRESHOLD, iou_matrix, match_detections
+from edgegate.packs.class_metrics import (
+    detection_prf,
+    embedding_rows,
+    intent_centroids,
+    macro_f1,
+    per_class_prf,
+)
+from edgegate.packs.classification import ClassificationScorer
+from edgegate.packs.coco_eval import CocoDetectionScorer
 from edgegate.packs.sample import Prediction, Sample
+from edgegate.packs.scoring import (
+    PerSampleScorer,
+    Scorer,
+    ScoreResult,
+    Support,
+    check_records,
+)
+from edgegate.packs.text_classification import TextClassificationScorer
+
+# The framework, box and class-metric helpers live in their own modules (so scorer modules
+# can build on them while this registry imports those modules); importable from here too.
+__all__ = [
+    "IOU_THRESHOLD", "ClassificationScorer", "CocoDetectionScorer", "DetectionScorer", "IntentScorer",
+    "LanguageModelScorer", "PerSampleScorer", "ScoreResult", "Scorer", "Support", "TextClassificationScorer",
+    "average_precision", "check_records", "detection_prf", "get_scorer", "intent_centroids", "iou_matrix",
+    "macro_f1", "match_detections", "per_class_prf", "register_scorer", "scorer_names", "unknown_scorer_message",
+]
 
 logger = logging.getLogger(__name__)
-
-IOU_THRESHOLD = 0.5
-
-@dataclass
-class ScoreResult:
-    metrics: dict[str, float]
-    per_sample: list[dict[str, Any]] = field(default_factory=list)  # JSON-serialisable
-
-
-# (predictions, samples) of the support split, for scorers that learn from it.
-Support = tuple[Sequence[Prediction], Sequence[Sample]]
-
-
-class Scorer(Protocol):
-    name: str
-    metrics: tuple[str, ...]
-
-    def score(
-        self,
-        predictions: Sequence[Prediction],
-        samples: Sequence[Sample],
-        reference: Sequence[Prediction] | None = None,
-        *,
-        support: Support | None = None,
-    ) -> ScoreResult: ...
-
-    def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        """The split-level metrics of these per-sample records (any subset of them)."""
-        ...
-
-
-def _check_records(name: str, per_sample: Sequence[Mapping[str, Any]]) -> None:
-    if not per_sample:
-        raise ValueError(f"{name}: no per-sample records to aggregate")
-
-
-class PerSampleScorer:
-    """The built-in scorers' ``score``: check the inputs, build one record per sample
-    (``records``) and compute the metrics from the records (``aggregate``)."""
-
-    name: str
-    metrics: tuple[str, ...]
-
-    def score(
-        self,
-        predictions: Sequence[Prediction],
-        samples: Sequence[Sample],
-        reference: Sequence[Prediction] | None = None,
-        *,
-        support: Support | None = None,
-    ) -> ScoreResult:
-        if not samples:
-            raise ValueError("no samples to score")
-        if len(predictions) != len(samples):
-            raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
-        if reference is not None and len(reference) != len(samples):
-            raise ValueError(f"{len(reference)} reference predictions for {len(samples)} samples")
-        per_sample = self.records(predictions, samples, reference, support)
-        metrics = self.aggregate(per_sample)
-        logger.debug("%s: %d samples, %s", self.name, len(samples), metrics)
-        return ScoreResult(metrics=metrics, per_sample=per_sample)
-
-    def records(
-        self, predictions: Sequence[Prediction], samples: Sequence[Sample],
-        reference: Sequence[Prediction] | None, support: Support | None,
-    ) -> list[dict[str, Any]]:
-        """One JSON-serialisable record per sample (lengths already checked)."""
-        raise NotImplementedError
-
-    def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        raise NotImplementedError  # see Scorer.aggregate
-
 
 _SCORERS: dict[str, Scorer] = {}
 
@@ -132,67 +86,6 @@ def scorer_names() -> list[str]:
 
 
 # --- detection ----------------------------------------------------------------------
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), as (N, M) float64."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0.0, None) * np.clip(iy2 - iy1, 0.0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0.0, None) * np.clip(a[:, 3] - a[:, 1], 0.0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0.0, None) * np.clip(b[:, 3] - b[:, 1], 0.0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
-def match_detections(
-    pred_boxes: np.ndarray,
-    pred_scores: np.ndarray,
-    gt_boxes: np.ndarray,
-    iou_threshold: float = IOU_THRESHOLD,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy matching: predictions in descending score order each take the unmatched
-    ground-truth box they overlap most, if that IoU >= ``iou_threshold``.
-
-    Returns (order, is_tp): the prediction indices in the order they were matched
-    (stable on ties, so equal scores keep input order) and a bool per entry of order.
-    """
-    order = np.argsort(-np.asarray(pred_scores, dtype=np.float64), kind="stable")
-    is_tp = np.zeros(len(order), dtype=bool)
-    if len(order) == 0 or len(gt_boxes) == 0:
-        return order, is_tp
-    ious = iou_matrix(pred_boxes, gt_boxes)
-    taken = np.zeros(len(gt_boxes), dtype=bool)
-    for rank, p in enumerate(order):
-        candidates = np.where(taken, -1.0, ious[p])
-        g = int(np.argmax(candidates))
-        if candidates[g] >= iou_threshold:
-            taken[g] = True
-            is_tp[rank] = True
-    return order, is_tp
-
-
-def _ratio(num: int, den: int, *, if_empty: float) -> float:
-    return num / den if den else if_empty
-
-
-def detection_prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    """Precision, recall and F1 from counts, defined at the edges so that
-
-    - nothing predicted and nothing to find scores 1.0 on all three;
-    - precision with no predictions is 1.0 only if there was nothing to find, else 0.0;
-    - recall with nothing to find is 1.0 only if nothing was predicted, else 0.0;
-    - F1 is 2TP / (2TP + FP + FN), which is 1.0 when all three counts are 0.
-    """
-    precision = _ratio(tp, tp + fp, if_empty=1.0 if fn == 0 else 0.0)
-    recall = _ratio(tp, tp + fn, if_empty=1.0 if fp == 0 else 0.0)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn, if_empty=1.0)
-    return precision, recall, f1
 
 
 def average_precision(scores: np.ndarray, is_tp: np.ndarray, n_gt: int) -> float:
@@ -286,7 +179,7 @@ class DetectionScorer(PerSampleScorer):
     def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Micro-averaged counts and map50 over the records; ``baseline_agreement``
         when every record was scored against a reference."""
-        _check_records(self.name, per_sample)
+        check_records(self.name, per_sample)
         tp = sum(int(r["tp"]) for r in per_sample)
         fp = sum(int(r["fp"]) for r in per_sample)
         fn = sum(int(r["fn"]) for r in per_sample)
@@ -315,71 +208,6 @@ register_scorer(DetectionScorer())
 # --- intent classification (few-shot, nearest centroid) -----------------------------------
 
 
-def _embeddings(preds: Sequence[Prediction], samples: Sequence[Sample], what: str) -> np.ndarray:
-    """(N, D) float64 L2-normalised rows from each prediction's ``embedding``."""
-    rows = []
-    for i, (pred, sample) in enumerate(zip(preds, samples)):
-        try:
-            emb = np.asarray(pred["embedding"], dtype=np.float64)
-        except KeyError:
-            raise ValueError(f"{what} {i} ({sample.id}): an intent prediction needs 'embedding'") from None
-        if emb.ndim != 1 or (rows and emb.shape != rows[0].shape):
-            raise ValueError(f"{what} {i} ({sample.id}): embedding has shape {emb.shape}")
-        norm = float(np.linalg.norm(emb))
-        if not math.isfinite(norm) or norm == 0.0:
-            raise ValueError(f"{what} {i} ({sample.id}): embedding norm is {norm}, cannot normalise")
-        rows.append(emb / norm)
-    return np.stack(rows)
-
-
-def intent_centroids(
-    predictions: Sequence[Prediction], samples: Sequence[Sample]
-) -> tuple[list[str], np.ndarray]:
-    """Sorted labels and their centroids: the mean of each label's L2-normalised
-    support embeddings (not re-normalised; cosine similarity divides by its norm)."""
-    if not samples or len(predictions) != len(samples):
-        raise ValueError(
-            f"intent: support has {len(predictions)} predictions for {len(samples)} samples"
-        )
-    emb = _embeddings(predictions, samples, "support prediction")
-    labels = sorted({str(s.target["label"]) for s in samples})
-    index = {label: k for k, label in enumerate(labels)}
-    which = np.array([index[str(s.target["label"])] for s in samples])
-    centroids = np.stack([emb[which == k].mean(axis=0) for k in range(len(labels))])
-    return labels, centroids
-
-
-def _label_counts(true: Sequence[str], predicted: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    """(TP, FP, FN) of every label that occurs in ``true`` or ``predicted``, sorted by label."""
-    counts: dict[str, tuple[int, int, int]] = {}
-    for c in sorted(set(true) | set(predicted)):
-        tp = sum(t == c and p == c for t, p in zip(true, predicted))
-        fp = sum(t != c and p == c for t, p in zip(true, predicted))
-        fn = sum(t == c and p != c for t, p in zip(true, predicted))
-        counts[c] = (tp, fp, fn)
-    return counts
-
-
-def macro_f1(true: Sequence[str], predicted: Sequence[str]) -> float:
-    """Unweighted mean of per-label F1 over the labels that occur in ``true`` or
-    ``predicted``; a label's F1 is 2TP / (2TP + FP + FN)."""
-    counts = _label_counts(true, predicted)
-    if not counts:
-        raise ValueError("macro_f1 of no samples")
-    f1s = [detection_prf(*c)[2] for c in counts.values()]
-    return sum(f1s) / len(f1s)
-
-
-def per_class_prf(labels: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
-    """precision[c], recall[c], f1[c] for every class c seen in labels or predictions
-    (gateable per class: ``precision[stop] >= 0.98``)."""
-    out: dict[str, float] = {}
-    for c, counts in _label_counts(labels, predicted).items():
-        precision, recall, f1 = detection_prf(*counts)
-        out[f"precision[{c}]"], out[f"recall[{c}]"], out[f"f1[{c}]"] = precision, recall, f1
-    return out
-
-
 class IntentScorer(PerSampleScorer):
     """Few-shot intent classification from sentence embeddings.
 
@@ -404,14 +232,14 @@ class IntentScorer(PerSampleScorer):
                 "(support=...); set evaluation.support_split in the pipeline"
             )
         labels, centroids = intent_centroids(*support)
-        emb = _embeddings(predictions, samples, "prediction")
+        emb = embedding_rows(predictions, samples, "prediction")
         if emb.shape[1] != centroids.shape[1]:
             raise ValueError(
                 f"intent: embeddings have {emb.shape[1]} dimensions, support {centroids.shape[1]}"
             )
         sims = emb @ centroids.T / np.linalg.norm(centroids, axis=1)[None, :]
         best = np.argmax(sims, axis=1)  # first maximum: ties go to the first sorted label
-        ref = _embeddings(reference, samples, "reference") if reference is not None else None
+        ref = embedding_rows(reference, samples, "reference") if reference is not None else None
         per_sample: list[dict[str, Any]] = []
         for i, sample in enumerate(samples):
             label = str(sample.target["label"])
@@ -432,7 +260,7 @@ class IntentScorer(PerSampleScorer):
         return per_sample
 
     def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        _check_records(self.name, per_sample)
+        check_records(self.name, per_sample)
         labels = [r["label"] for r in per_sample]
         predicted = [r["predicted"] for r in per_sample]
         metrics = {
@@ -488,7 +316,7 @@ class LanguageModelScorer(PerSampleScorer):
         return per_sample
 
     def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        _check_records(self.name, per_sample)
+        check_records(self.name, per_sample)
         tokens = sum(int(r["tokens"]) for r in per_sample)
         if tokens == 0:
             raise ValueError(f"{self.name}: the records hold no tokens")
@@ -501,3 +329,8 @@ class LanguageModelScorer(PerSampleScorer):
 
 
 register_scorer(LanguageModelScorer())
+
+# The generic scorers of the bring-your-own-model tasks (issue 14), each in its own module.
+register_scorer(ClassificationScorer())
+register_scorer(CocoDetectionScorer())
+register_scorer(TextClassificationScorer())

@@ -7,14 +7,20 @@ adapter (host glue), the scorers and the target; a problem in any of them is one
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from edgegate.config import (
     DeviceSpec,
+    FieldPath,
     PipelineSpec,
+    YamlDocument,
     aimet_config_for,
     config_digest,
     load_device,
@@ -22,7 +28,16 @@ from edgegate.config import (
     load_pipeline_device,
 )
 from edgegate.errors import EdgeGateError, SpecError
-from edgegate.packs.adapters import Adapter, DeclaresInputs
+from edgegate.packs.adapters import (
+    Adapter,
+    DeclaresInputs,
+    GraphInfo,
+    OptionError,
+    PresetContext,
+    TensorInfo,
+    get_preset,
+    preset_names,
+)
 from edgegate.packs.promptpack import PromptPack, load_promptpack
 from edgegate.packs.scorers import Scorer, get_scorer
 from edgegate.run.models import GraphSource, graph_sources, import_object
@@ -46,8 +61,67 @@ class RunContext:
     home: Path  # .edgegate directory: cache, reports, run outputs
 
 
-def make_adapter(spec: PipelineSpec) -> Adapter:
-    """The pipeline's adapter class (``model.adapter``), built with ``model.adapter_options``."""
+def _option_error(spec: PipelineSpec, field: str | None, problem: str, line: int | None) -> SpecError:
+    """``file:line: model.adapter_options.<field>: problem``; the line of the nearest
+    enclosing option, else of adapter_options, else of adapter."""
+    path = "model.adapter_options" + (f".{field}" if field else "")
+    line = line or spec.line_of("model", "adapter_options") or spec.line_of("model", "adapter")
+    return SpecError(str(spec.source_path), path, problem, line)
+
+
+def _option_lines(spec: PipelineSpec, value: Any, path: FieldPath = ()) -> dict[FieldPath, int]:
+    """The YAML line of every field path inside ``model.adapter_options``."""
+    lines: dict[FieldPath, int] = {}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, sub in items:
+        line = spec.line_of("model", "adapter_options", *path, key)
+        if line is not None:
+            lines[path + (key,)] = line
+        lines.update(_option_lines(spec, sub, path + (key,)))
+    return lines
+
+
+def _make_preset_adapter(spec: PipelineSpec, pack: PromptPack | None) -> Adapter:
+    """A generic adapter: its options validated by the preset's schema, then built against
+    the pipeline's graphs (and the pack's classes, read only when the preset needs them)."""
+    preset = get_preset(spec.model.adapter)
+    if pack is not None and pack.modality.value != preset.modality:
+        raise SpecError(
+            str(spec.source_path), "model.adapter",
+            f"the {preset.name} adapter reads {preset.modality} samples but PromptPack '{pack.name}' is "
+            f"{pack.modality.value} ({pack.task.value})",
+            spec.line_of("model", "adapter"),
+        )
+    raw = dict(spec.model.adapter_options or {})
+    try:
+        options = preset.options.model_validate(raw, context={"base_dir": spec.base_dir})
+    except ValidationError as exc:
+        doc = YamlDocument(str(spec.source_path), raw, _option_lines(spec, raw))
+        err = doc.validation_error(exc, preset.options)
+        raise _option_error(spec, err.field, err.problem, err.line) from None
+    graphs = {
+        name: GraphInfo(name, tuple(TensorInfo(t.name, tuple(t.shape), t.dtype) for t in g.inputs), tuple(g.outputs))
+        for name, g in spec.model.graphs.items()
+    }
+
+    @functools.cache
+    def pack_classes() -> tuple[str, ...]:
+        loaded = pack if pack is not None else load_promptpack(spec.promptpack_path, verify=False)
+        return tuple(loaded.manifest.classes)
+
+    try:
+        return preset.build(options, PresetContext(graphs, spec.base_dir, pack_classes))
+    except OptionError as exc:
+        line = spec.line_of("model", "adapter_options", *exc.field.split(".")) if exc.field else None
+        raise _option_error(spec, exc.field, exc.problem, line) from None
+
+
+def make_adapter(spec: PipelineSpec, pack: PromptPack | None = None) -> Adapter:
+    """The pipeline's adapter (``model.adapter``): a preset built from ``model.adapter_options``
+    (``pack``: the loaded PromptPack, else its manifest is read when the preset needs its
+    classes), or a class built with them as keyword arguments."""
+    if spec.model.adapter in preset_names():
+        return _make_preset_adapter(spec, pack)
     cls = import_object(spec.model.adapter, what="model.adapter")
     try:
         adapter = cls(**dict(spec.model.adapter_options or {}))
@@ -127,7 +201,7 @@ def load_context(
     _check_splits(spec, pack)
     scorers = _scorers(spec)
     graphs = graph_sources(spec)
-    adapter = make_adapter(spec)
+    adapter = make_adapter(spec, pack)
     check_adapter_shapes(spec, adapter, graphs)
     target = target_for_device(dev)
     # A target that runs FP32 graphs (CPU, AI Hub) runs the baseline too; the HTP emulator

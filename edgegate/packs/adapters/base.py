@@ -1,13 +1,13 @@
-"""Adapters: the modality glue between a PromptPack sample and a model's graphs.
+"""The Adapter protocol: the modality glue between a PromptPack sample and a model's graphs.
 
 An adapter turns one sample into graph feeds, runs the graphs through a ``GraphRunner``
 (whatever target compiled them) and turns the outputs into the prediction its scorers
 read. The same adapter code serves the FP32 baseline and the INT8 candidate, so only
 the graphs' numerics differ between them.
 
-Adapters are user classes named in a pipeline file (``model.adapter: pkg.module:Class``)
-and need not derive from anything, so what EdgeGate may call on one is declared here as
-runtime-checkable protocols and checked with ``isinstance``:
+Adapters need not derive from anything (a custom one is a user class named in a pipeline
+file, ``model.adapter: pkg.module:Class``), so what EdgeGate may call on one is declared
+here as runtime-checkable protocols and checked with ``isinstance``:
 
 * ``ImageAdapter``: ``predict(image, run)`` on an HxWx3 uint8 array;
 * ``SampleAdapter``: ``predict_sample(sample, run)`` for other modalities, reading what
