@@ -7,6 +7,11 @@ Grammar (whitespace between tokens is free)::
     OP     := '<=' | '<' | '>=' | '>' | '==' | '!='
     NUMBER := [+-]? digits [. digits] [e [+-] digits]  |  'true' (1)  |  'false' (0)
 
+Bounds, so that a hostile or mistyped gate is one short error line: digits are ASCII
+0-9 only (Python's float() would take '٠.٩٨'), a number is finite and at most
+``MAX_NUMBER_CHARS`` characters, an expression at most ``MAX_GATE_CHARS``, and a
+message quotes at most a bounded excerpt of it.
+
 A relative gate's limit is ``threshold * baseline value``. Timing metrics
 (latency, memory, time) measured on the host emulator are not gated unless the
 gate opts in with ``allow_host_timing``: the emulator's timings are host timings.
@@ -23,6 +28,13 @@ from enum import Enum
 
 from edgegate.errors import GateExpressionError, UnknownNameError
 from edgegate.metrics import Measurement, MetricDef, Source, get_metric
+from edgegate.safe_load import excerpt
+
+# A gate is a metric, an operator and a number: a few dozen characters. 500 leaves room for
+# long metric names; anything longer is not a gate.
+MAX_GATE_CHARS = 500
+# A double has 17 significant digits; with sign, point and exponent 32 characters is plenty.
+MAX_NUMBER_CHARS = 32
 
 
 class GateStatus(str, Enum):
@@ -60,12 +72,12 @@ class _Token:
 # Order matters: two-character operators before one-character ones.
 _TOKEN_RE = re.compile(
     r"""
-    (?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+    (?P<number>[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\[[A-Za-z0-9_.-]+\])?)
   | (?P<op><=|>=|==|!=|<|>)
   | (?P<star>\*)
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,
 )
 
 _KIND_BY_GROUP = {"number": _Tok.NUMBER, "name": _Tok.NAME, "op": _Tok.OP, "star": _Tok.STAR}
@@ -81,7 +93,7 @@ def _tokenize(expr: str) -> list[_Token]:
         m = _TOKEN_RE.match(expr, pos)
         if m is None or m.lastgroup is None:
             raise GateExpressionError(
-                f"gate '{expr}': unexpected character '{expr[pos]}' at column {pos + 1}"
+                f"gate '{excerpt(expr)}': unexpected character {_char(expr[pos])} at column {pos + 1}"
             )
         tokens.append(_Token(_KIND_BY_GROUP[m.lastgroup], m.group(), pos))
         pos = m.end()
@@ -118,6 +130,14 @@ class GateResult:
     reason: str
 
 
+def _char(c: str) -> str:
+    """A character as a message shows it: quoted, and named when it is not plain ASCII
+    (a digit of another script looks like one of ours)."""
+    if c.isascii() and c.isprintable():
+        return f"'{c}'"
+    return f"'{c}' (U+{ord(c):04X}; only ASCII digits 0-9 make numbers)" if c.isdigit() else f"'{c}' (U+{ord(c):04X})"
+
+
 def _fmt(x: float) -> str:
     if math.isfinite(x) and x == int(x) and abs(x) < 1e15:
         return str(int(x))
@@ -135,9 +155,9 @@ class _Parser:
 
     def _fail(self, expected: str) -> GateExpressionError:
         tok = self._peek()
-        found = "end of expression" if tok.kind is _Tok.END else f"'{tok.text}'"
+        found = "end of expression" if tok.kind is _Tok.END else f"'{excerpt(tok.text, 40)}'"
         return GateExpressionError(
-            f"gate '{self.expr}': expected {expected} at column {tok.pos + 1}, found {found}"
+            f"gate '{excerpt(self.expr)}': expected {expected} at column {tok.pos + 1}, found {found}"
             " (form: METRIC OP NUMBER [* baseline], e.g. 'accuracy >= 0.99 * baseline')"
         )
 
@@ -152,7 +172,15 @@ class _Parser:
         tok = self._peek()
         if tok.kind is _Tok.NUMBER:
             self.i += 1
-            return float(tok.text)
+            where = f"gate '{excerpt(self.expr)}': number at column {tok.pos + 1}"
+            if len(tok.text) > MAX_NUMBER_CHARS:
+                raise GateExpressionError(
+                    f"{where} has {len(tok.text):,} characters, more than {MAX_NUMBER_CHARS}"
+                )
+            value = float(tok.text)
+            if not math.isfinite(value):
+                raise GateExpressionError(f"{where}: {tok.text} is not a finite number")
+            return value
         if tok.kind is _Tok.NAME and tok.text in ("true", "false"):
             self.i += 1
             return 1.0 if tok.text == "true" else 0.0
@@ -191,12 +219,17 @@ def parse_gate(expr: str, *, allow_host_timing: bool = False, check_metric: bool
     """Parse one gate expression. With ``check_metric`` the metric must be registered."""
     if not expr.strip():
         raise GateExpressionError("gate '': empty expression (form: METRIC OP NUMBER [* baseline])")
+    if len(expr) > MAX_GATE_CHARS:
+        raise GateExpressionError(
+            f"gate '{excerpt(expr)}': {len(expr):,} characters, more than {MAX_GATE_CHARS}; "
+            "a gate is METRIC OP NUMBER [* baseline]"
+        )
     metric, op, threshold, relative = _Parser(expr).parse()
     if check_metric:
         try:
             get_metric(metric)
         except UnknownNameError as exc:
-            raise GateExpressionError(f"gate '{expr}': {exc.message}") from exc
+            raise GateExpressionError(f"gate '{excerpt(expr)}': {exc.message}") from exc
     return Gate(
         expr=expr,
         metric=metric,

@@ -84,7 +84,7 @@ exclude: [{{pipeline: person_detect, device: sim}}]
     (f"name: n\npipelines: [{MINI}]\ndevices: [sim]\nconcurency: 2\n", "fleet.yaml:4: concurency: unknown field 'concurency'"),
     (f"name: n\npipelines: [{MINI}]\ndevices:\n  - sim\n  - 'tag:gpu'\n", "fleet.yaml:5: devices[1]: tag 'gpu' matches no device in {tmp}/devices (tags: emulator, lab, rb5)"),
     (f"name: n\npipelines: [{MINI}]\ndevices: [sim, bord-1]\n", "fleet.yaml:3: devices[1]: unknown device 'bord-1' (did you mean 'board-1' or 'board-2'?); known: board-1, board-2, sim"),
-    (f"name: n\npipelines: [{MINI}]\ndevices: [sim]\nwatch: [map5]\n", "fleet.yaml:4: watch: unknown metric 'map5' (did you mean 'map50'?)"),
+    (f"name: n\npipelines: [{MINI}]\ndevices: [sim]\nwatch: [map5]\n", "fleet.yaml:4: watch: unknown metric 'map5' (did you mean 'map50' or 'map50_95'?)"),
     (f"name: n\npipelines: [{MINI}]\ndevices: [sim]\nconcurrency: 0\n", "fleet.yaml:4: concurrency: input should be greater than or equal to 1"),
 ])
 def test_fleet_file_errors_name_file_line_and_field(tmp_path: Path, monkeypatch, body: str, message: str) -> None:

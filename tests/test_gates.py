@@ -70,7 +70,7 @@ FORM = " (form: METRIC OP NUMBER [* baseline], e.g. 'accuracy >= 0.99 * baseline
         ("accuracy >= 0.9 and 1", "gate 'accuracy >= 0.9 and 1': expected end of expression at column 17, found 'and'" + FORM),
         ("__import__('os') >= 1", "gate '__import__('os') >= 1': unexpected character '(' at column 11"),
         ("   ", "gate '': empty expression (form: METRIC OP NUMBER [* baseline])"),
-        ("acuracy >= 0.9", "gate 'acuracy >= 0.9': unknown metric 'acuracy' (did you mean 'accuracy'?)"),
+        ("acuracy >= 0.9", "gate 'acuracy >= 0.9': unknown metric 'acuracy' (did you mean 'accuracy', 'top5_accuracy' or 'top1_accuracy'?)"),
     ],
 )
 def test_parse_errors(expr: str, message: str) -> None:

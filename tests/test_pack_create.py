@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 import json
 from collections import Counter
@@ -206,7 +208,9 @@ def test_link_mode_pins_the_same_bytes(tmp_path: Path) -> None:
     copied = create_pack(PackCreateOptions(source=src, out=tmp_path / "copied", calibration=2, name="p"))
     linked = create_pack(PackCreateOptions(source=src, out=tmp_path / "linked", calibration=2, name="p", link=True))
     assert linked.digest == copied.digest
-    assert (linked.path / "images" / "a" / "a-0.png").is_symlink()
+    # hard links: no copy, and nothing in the pack points outside it
+    assert os.path.samefile(linked.path / "images" / "a" / "a-0.png", src / "a" / "a-0.png")
+    assert not (linked.path / "images" / "a" / "a-0.png").is_symlink()
     assert verify_pack(linked.path).problems == []
     make_image(src / "a" / "a-0.png", 999)  # the linked source changes afterwards
     problems = verify_pack(linked.path).problems

@@ -4,11 +4,12 @@ device by name (``devices/<name>.yaml``) or by path."""
 from __future__ import annotations
 
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from edgegate.config.loader import (
     FieldProblem,
@@ -20,20 +21,86 @@ from edgegate.config.loader import (
 )
 from edgegate.errors import InputError, SpecError, UnknownNameError
 from edgegate.metrics import format_suggestion
+from edgegate.safe_load import excerpt
 
 HexagonArch = Literal["v66", "v68", "v69", "v73", "v75", "v79", "v81"]
 # libQnnHtp starts at v68: v66 (RB5) is the DSP backend, which the emulator does not model.
 HtpArchNumber = Literal[68, 69, 73, 75, 79, 81]
 
 
-def _int_soc_to_str(value: Any) -> Any:
-    # QNN SoC ids are numbers; YAML reads `soc_model: 30` as an int.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
+# QNN's SoC ids (Qnn_SocModel_t in the QNN SDK's QnnTypes.h; 88 from the QAIRT 2.45 docs):
+# the value of onnxruntime-qnn's `soc_model` provider option, of a QNN HTP config's
+# `soc_id` and of qnn-context-binary-generator's --soc_model. 0 (UNKNOWN) means "not set",
+# which a device file says with null.
+QNN_SOC_MODELS: dict[int, str] = {
+    1: "SDM845", 2: "SDM835", 3: "SDM821", 4: "SDM820", 5: "SDM801", 6: "SDM670", 7: "SDM660",
+    8: "SDM652", 9: "SDM636", 10: "SDM630", 11: "SDM625", 12: "SDM855", 13: "SDM710",
+    15: "SDM632", 16: "SM6150", 17: "SM7150", 18: "QCS405", 19: "SM6125", 20: "QCS403",
+    21: "SDM865", 23: "IPQ6018", 24: "IPQ6028", 25: "SM7250", 26: "SA8195", 27: "SM6250",
+    28: "SM4250", 29: "SM6350", 30: "SM8350", 31: "SM4350", 32: "SM7350", 33: "QCS410",
+    34: "SM8325", 35: "SM7325", 36: "SM8450", 37: "SC8280X", 38: "SM7315", 39: "SA8295",
+    40: "SM6225", 41: "SM7450", 42: "SM8475", 43: "SM8550", 45: "SXR1230P", 46: "SSG2115P",
+    47: "STP6225P", 48: "QCS6125", 49: "QRB4210", 50: "SM6450", 51: "QCS7230", 52: "SA8255",
+    53: "SXR2230P", 54: "SM7475", 55: "SM4375", 56: "QCM4325", 57: "SM8650", 58: "SSG2125P",
+    59: "SM4450", 60: "SC8380XP", 61: "SM7435", 62: "SA8540", 63: "AIC100", 64: "SM7550",
+    65: "SM6450Q", 66: "QCS8550", 67: "SA8620P", 68: "SM8635", 69: "SM8750", 70: "SM7675",
+    71: "SM4635", 72: "SA8797", 73: "SM7635", 74: "SM6650", 75: "SXR2330P", 76: "SM6475",
+    77: "QCS9100", 78: "QCM6690", 79: "IPQ9574", 80: "IPQ5404", 81: "IPQ5424", 82: "QCS8300",
+    83: "QCS2290", 84: "SA525M", 85: "SM8735", 86: "SM7750", 87: "SM8850", 88: "SC8480XP",
+}
 
 
-SocModel = Annotated[str | None, BeforeValidator(_int_soc_to_str)]
+def _known_soc_model(value: Any) -> Any:
+    """A QNN SoC id (``43`` or ``"43"``) as its decimal string; anything else is an error
+    naming the ids (and the id of a SoC given by name, e.g. SM8550 -> 43)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        # ValueError, not TypeError: pydantic turns only ValueError into a field error
+        raise ValueError(  # noqa: TRY004
+            f"expected a QNN SoC id (a number such as 43 for SM8550), got {type(value).__name__}")
+    text = str(value).strip()
+    if text.isascii() and text.isdigit() and len(text) <= 4 and int(text) in QNN_SOC_MODELS:
+        return str(int(text))
+    by_name = {name: soc for soc, name in QNN_SOC_MODELS.items()}
+    named = by_name.get(text.upper()) if len(text) <= 16 else None
+    if named is not None:
+        raise ValueError(f"'{text}' is a SoC name; soc_model takes its QNN id: {named}")
+    if text in ("0", "00"):
+        raise ValueError("0 is QNN's 'unknown SoC'; leave soc_model out (null) instead")
+    examples = ", ".join(f"{soc} ({QNN_SOC_MODELS[soc]})" for soc in (30, 36, 43, 57, 69))
+    raise ValueError(
+        f"'{excerpt(text, 40)}' is not a QNN SoC id; known ids include {examples} "
+        "(the full list: QNN_SOC_MODELS in edgegate/config/device.py, from QnnTypes.h)"
+    )
+
+
+SocModel = Annotated[str | None, BeforeValidator(_known_soc_model)]
+
+
+def _text_of(pattern: str, what: str) -> AfterValidator:
+    """A check that a free-text field which reaches a tool (a remote shell, qnn-net-run's
+    input list, an AI Hub option string) holds only what that tool reads safely."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"'{excerpt(value, 60)}' is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+# On the board, inside shell commands and qnn-net-run's space-separated input list: an
+# absolute POSIX path without spaces, quotes or other characters a shell or that list reads.
+RemotePath = Annotated[str, _text_of(r"/[A-Za-z0-9._+@%,/-]*", "an absolute path of letters, digits and ._+@%,-/ (no spaces)")]
+EnvName = Annotated[str, _text_of(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")]
+EnvValue = Annotated[str, _text_of(r"[^\x00-\x1f\x7f]{0,4096}", "a one-line value of at most 4096 characters")]
+HostName = Annotated[str, _text_of(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}", "a host name or IP address")]
+UserName = Annotated[str, _text_of(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}", "a user name")]
+AdbSerial = Annotated[str, _text_of(r"[A-Za-z0-9._:-]{1,128}", "an adb serial (as `adb devices` lists it)")]
+# AI Hub job options: one line of --flag value pairs, as on the command line of its client.
+ToolOptions = Annotated[str, _text_of(r"[^\x00-\x1f\x7f]{0,2000}", "one line of options of at most 2000 characters")]
 
 
 class DeviceBase(NamedSpecModel):
@@ -102,9 +169,9 @@ class AihubDevice(DeviceBase):
     target_runtime: (
         Literal["qnn_context_binary", "precompiled_qnn_onnx", "tflite", "onnx"] | None
     ) = None
-    compile_options: str = ""
-    profile_options: str = ""
-    inference_options: str = ""
+    compile_options: ToolOptions = ""
+    profile_options: ToolOptions = ""
+    inference_options: ToolOptions = ""
     # The INT8 candidate goes up as AIMET's export (a .aimet directory: ONNX + .encodings) or
     # as the QDQ ONNX; the FP32 baseline always goes up as its ONNX.
     candidate_format: Literal["aimet", "qdq"] = "aimet"
@@ -152,8 +219,8 @@ PositiveFloat = Annotated[float, Field(gt=0.0)]
 class _QnnBoardDevice(DeviceBase):
     """A board or phone running the QNN SDK's qnn-net-run (edgegate.targets.qnn_remote)."""
 
-    workdir: str  # on the board; each run works in a fresh directory below it and removes it
-    qnn_sdk_device: str  # on the board: bin/<triple>/qnn-net-run, lib/<triple>/, lib/hexagon-vNN/
+    workdir: RemotePath  # on the board; each run works in a fresh directory below it and removes it
+    qnn_sdk_device: RemotePath  # on the board: bin/<triple>/qnn-net-run, lib/<triple>/, lib/hexagon-vNN/
     qnn_sdk_host: str | None = None  # on this host (default $QNN_SDK_ROOT): prepares models
     target_triple: QnnTargetTriple
     # dsp: Hexagon v66 (RB5: libQnnDsp.so + V66 stub/skel); htp: v68 and newer (libQnnHtp.so)
@@ -166,7 +233,7 @@ class _QnnBoardDevice(DeviceBase):
                 "low_balanced", "power_saver", "low_power_saver", "high_power_saver",
                 "extreme_power_saver", "system_settings"] | None
     ) = None
-    env: dict[str, str] = Field(default_factory=dict)  # extra environment for qnn-net-run
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)  # extra environment for qnn-net-run
     connect_timeout_s: PositiveFloat = 10.0
     command_timeout_s: PositiveFloat = 600.0
     reconnect_attempts: NonNegativeInt = 3
@@ -198,9 +265,9 @@ class SshDevice(_QnnBoardDevice):
     """A board reached over ssh (paramiko), running the QNN SDK."""
 
     kind: Literal["ssh"]
-    host: str
+    host: HostName
     port: Annotated[int, Field(ge=1, le=65535)] = 22
-    user: str
+    user: UserName
     key_file: str | None = None
     known_hosts: str | None = None  # default ~/.ssh/known_hosts; host keys are always verified
     # Pin an unknown host's key by its OpenSSH fingerprint instead of adding it to known_hosts.
@@ -211,8 +278,8 @@ class AdbDevice(_QnnBoardDevice):
     """A board or phone reached over adb (adbutils, through an adb server), running the QNN SDK."""
 
     kind: Literal["adb"]
-    serial: str | None = None
-    adb_host: str = "127.0.0.1"
+    serial: AdbSerial | None = None
+    adb_host: HostName = "127.0.0.1"
     adb_port: Annotated[int, Field(ge=1, le=65535)] = 5037
 
 

@@ -6,6 +6,10 @@ Pipeline, device and fleet files load through ``load_spec_file`` (or ``read_yaml
 ``YamlDocument.validate``) into a ``SpecModel``. A PromptPack manifest reads the same way
 with its own ``ErrorWording``, so its messages keep their words while the machinery
 (duplicate keys, field paths, line numbers) exists once.
+
+Every file is read within bounds (:mod:`edgegate.safe_load`): its size before it is read,
+its nesting depth and its number of values (aliases expanded) while it is composed, before
+the line walk and construction, so a hostile file is one error line, never a hang.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import ErrorDetails
 
 from edgegate.errors import SpecError
+from edgegate.safe_load import CONFIG_LIMITS, Limits, excerpt, read_bounded, size_text, too_deep
 
 # A path through a file's fields: mapping keys and list indices, e.g. ("gates", 2).
 FieldPath = tuple[Union[str, int], ...]
@@ -57,7 +62,8 @@ def render_field_path(parts: FieldPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = excerpt(str(part))  # a hostile key must not make the message long
+            out += f".{text}" if out else text
     return out
 
 
@@ -204,13 +210,14 @@ class ErrorWording:
         if kind == "extra_forbidden":
             model = _model_at(root, parts[:-1])
             allowed = f" (allowed: {', '.join(model.model_fields)})" if model is not None else ""
-            return f"unknown field '{parts[-1]}'{allowed}"
+            return f"unknown field '{excerpt(str(parts[-1]))}'{allowed}"
         if kind == "missing":
             return "field required"
         if kind == "string_pattern_mismatch":
             pattern = ctx.get("pattern")
             hint = _PATTERN_HINTS.get(str(pattern))
-            return f"'{err['input']}' does not match {pattern}" + (f" (use {hint})" if hint else "")
+            shown = excerpt(str(err["input"]))
+            return f"'{shown}' does not match {pattern}" + (f" (use {hint})" if hint else "")
         if kind == "too_short":
             n = ctx.get("min_length", 1)
             return f"needs at least {n} item{'s' if n != 1 else ''}, got {ctx.get('actual_length', 0)}"
@@ -224,7 +231,7 @@ class ErrorWording:
                 msg = msg[len(prefix) :]
         if msg[:1].isupper() and msg[1:2].islower():
             msg = msg[0].lower() + msg[1:]
-        return msg
+        return excerpt(msg, 300)
 
 
 SPEC_WORDING = ErrorWording()
@@ -291,33 +298,100 @@ class YamlDocument:
             raise self.validation_error(exc, model) from None
 
 
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with ``limits`` checked while the file is composed, before
+    anything walks or constructs it: nesting depth, and the number of values counting what
+    every alias repeats (a "billion laughs" bomb is a few KB that expands to billions of
+    values). A value over a bound stops the parse at once with one SpecError and its line.
+    Composing is PyYAML's one recursive step, so the depth bound also keeps it far from
+    Python's recursion limit."""
+
+    def __init__(self, text: str, file: str, limits: Limits) -> None:
+        super().__init__(text)
+        self.file = file
+        self.limits = limits
+        self.depth = 0
+        self.values = 0  # composed so far, aliases counted as the values they repeat
+        self.aliased = False
+        self.anchored_sizes: dict[int, int] = {}  # id(anchored node) -> its values
+
+    def count(self, n: int, line: int) -> None:
+        self.values += n
+        if self.values > self.limits.max_values:
+            what = " (counting what its aliases repeat)" if self.aliased else ""
+            problem = (f"more than {self.limits.max_values:,} values{what}; "
+                       f"a {self.limits.kind} is limited to {self.limits.max_values:,}")
+            raise SpecError(self.file, None, problem, line)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            size = self.anchored_sizes.get(id(node))
+            if size is None:  # its anchor is still being composed: the alias is inside it
+                problem = f"alias '*{excerpt(str(event.anchor))}' refers to a value that contains it"
+                raise SpecError(self.file, None, problem, line)
+            self.aliased = True
+            self.count(size, line)
+            return node
+        self.depth += 1
+        if self.depth > self.limits.max_depth:
+            raise too_deep(self.file, self.limits, line)
+        start = self.values
+        self.count(1, line)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if getattr(event, "anchor", None) is not None:
+            self.anchored_sizes[id(node)] = self.values - start
+        return node
+
+
 def _collect_lines(
-    node: yaml.Node, path: FieldPath, out: dict[FieldPath, int], file: str, wording: ErrorWording
+    node: yaml.Node, path: FieldPath, out: dict[FieldPath, int], file: str, wording: ErrorWording,
+    walked: set[int],
 ) -> None:
-    """Map each field path to the YAML line of its key (or of its list item)."""
+    """Map each field path to the YAML line of its key (or of its list item). A collection
+    that an alias repeats is walked once, where it is defined: its fields have lines there,
+    and a path through the alias takes the alias's line (its nearest enclosing field)."""
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in walked:
+            return
+        walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             sub = path + (key,)
             line = key_node.start_mark.line + 1
             if sub in out:
-                problem = wording.duplicate_key(key, out[sub])
+                problem = wording.duplicate_key(excerpt(key), out[sub])
                 raise SpecError(file, render_field_path(sub), problem, line)
             out[sub] = line
-            _collect_lines(value_node, sub, out, file, wording)
+            _collect_lines(value_node, sub, out, file, wording, walked)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             sub = path + (i,)
             out[sub] = item.start_mark.line + 1
-            _collect_lines(item, sub, out, file, wording)
+            _collect_lines(item, sub, out, file, wording, walked)
 
 
-def parse_yaml(text: str, file: str, wording: ErrorWording = SPEC_WORDING) -> YamlDocument:
+def parse_yaml(
+    text: str, file: str, wording: ErrorWording = SPEC_WORDING, limits: Limits = CONFIG_LIMITS
+) -> YamlDocument:
     """Parse ``text`` (the contents of ``file``) as a mapping of fields; a syntax error,
-    a duplicate key, an empty file or a non-mapping is a SpecError with its line."""
-    loader = yaml.SafeLoader(text)
+    a duplicate key, an empty file, a non-mapping, or a file over ``limits`` (size, depth,
+    values with aliases expanded: checked before the file is walked or constructed) is a
+    SpecError with its line."""
+    if len(text) > limits.max_bytes:
+        raise SpecError(file, None, f"larger than the {size_text(limits.max_bytes)} a {limits.kind} may have")
+    loader = BoundedLoader(text, file, limits)
     try:
         node = loader.get_single_node()
+        lines: dict[FieldPath, int] = {}
+        if node is not None:
+            _collect_lines(node, (), lines, file, wording, set())
         data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -325,15 +399,12 @@ def parse_yaml(text: str, file: str, wording: ErrorWording = SPEC_WORDING) -> Ya
         if exc.problem and exc.context and exc.context_mark is not None:
             problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
         raise SpecError(
-            file, None, f"invalid YAML: {problem}", None if mark is None else mark.line + 1
+            file, None, f"invalid YAML: {excerpt(problem, 200)}", None if mark is None else mark.line + 1
         ) from None
     except yaml.YAMLError as exc:
-        raise SpecError(file, None, f"invalid YAML: {exc}") from None
+        raise SpecError(file, None, f"invalid YAML: {excerpt(str(exc), 200)}") from None
     finally:
         loader.dispose()
-    lines: dict[FieldPath, int] = {}
-    if node is not None:
-        _collect_lines(node, (), lines, file, wording)
     if data is None:
         raise SpecError(file, None, "file is empty; expected a mapping of fields")
     if not isinstance(data, dict):
@@ -341,17 +412,22 @@ def parse_yaml(text: str, file: str, wording: ErrorWording = SPEC_WORDING) -> Ya
     return YamlDocument(file, data, lines, wording)
 
 
-def read_yaml(path: Path, file: str, wording: ErrorWording = SPEC_WORDING) -> YamlDocument:
-    """Read and parse the YAML file at ``path``; messages name it ``file``."""
+def read_yaml(
+    path: Path, file: str, wording: ErrorWording = SPEC_WORDING, limits: Limits = CONFIG_LIMITS
+) -> YamlDocument:
+    """Read and parse the YAML file at ``path`` within ``limits`` (its size is checked
+    before it is read); messages name it ``file``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_bounded(path, file, limits)
     except FileNotFoundError:
         raise SpecError(file, None, "file not found") from None
     except IsADirectoryError:
         raise SpecError(file, None, "is a directory, expected a YAML file") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError(file, None, "not UTF-8 text") from None
-    return parse_yaml(text, file, wording)
+    return parse_yaml(text, file, wording, limits)
 
 
 def load_spec_file(path: str | Path, model: type[_M]) -> _M:

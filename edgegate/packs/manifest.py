@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 from edgegate.config import ErrorWording, YamlDocument, parse_yaml
 from edgegate.errors import PackIntegrityError, SpecError
 from edgegate.packs.scorers import scorer_names, unknown_scorer_message
+from edgegate.safe_load import MANIFEST_LIMITS, excerpt, read_bounded
 
 MANIFEST_NAME = "manifest.yaml"
 
@@ -131,7 +132,7 @@ class PackWording(ErrorWording):
             return "unknown key; remove it or check its spelling"
         if err["type"] == "missing":
             return "required key is missing"
-        return f"{err['msg']} (got {err.get('input')!r})"
+        return f"{err['msg']} (got {excerpt(repr(err.get('input')))})"
 
 
 PACK_WORDING = PackWording()
@@ -142,14 +143,14 @@ def read_manifest(manifest_path: Path) -> tuple[PackManifest, bytes, YamlDocumen
     document with its lines, for the checks that follow."""
     file = str(manifest_path)
     try:
-        raw = manifest_path.read_bytes()
+        raw = read_bounded(manifest_path, file, MANIFEST_LIMITS)
     except OSError as exc:
         raise SpecError(file, None, f"cannot read the manifest ({exc.strerror})") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(file, None, "manifest is not UTF-8 text") from exc
-    doc = parse_yaml(text, file, PACK_WORDING)
+    doc = parse_yaml(text, file, PACK_WORDING, MANIFEST_LIMITS)
     manifest = doc.validate(PackManifest)
     validate_manifest(manifest, doc)
     return manifest, raw, doc
@@ -161,6 +162,31 @@ def check_relative(file: str, field: str, rel: str, line: int | None) -> None:
     if p.is_absolute() or ".." in p.parts or "\\" in rel or not p.parts:
         problem = f"path '{rel}' must be relative to the pack and stay inside it"
         raise SpecError(file, field, problem, line)
+
+
+def link_escape(root: Path, rel: str, checked: set[str] | None = None) -> str | None:
+    """The problem when ``rel`` (a path in the pack at ``root``, an absolute resolved path)
+    or a directory on its way is a symlink leading outside the pack, or a symlink loop;
+    None when it stays inside. A symlink from one place in the pack to another is fine.
+    ``checked`` remembers the directories found inside, so a pack of many files in few
+    directories costs about one lstat a file."""
+    parts = PurePosixPath(rel).parts
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        if checked is not None and prefix in checked:
+            continue
+        path = root.joinpath(*parts[:i])
+        if path.is_symlink():
+            try:
+                target = path.resolve()
+            except (OSError, RuntimeError):  # RuntimeError: a symlink loop before Python 3.13
+                return f"'{prefix}' is a symlink loop"
+            if not target.is_relative_to(root):
+                return (f"'{prefix}' is a symlink leading outside the pack (to {target}); "
+                        "a pack holds its own files: copy the file in")
+        if checked is not None and i < len(parts):
+            checked.add(prefix)
+    return None
 
 
 def _validate_task(manifest: PackManifest, doc: YamlDocument) -> None:

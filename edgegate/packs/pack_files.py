@@ -1,8 +1,15 @@
-"""Write a new pack's files: its samples' files (copied or linked), one JSONL file per
-split and ``manifest.yaml``, each in a fixed order so the same pack is the same bytes."""
+"""Write a new pack's files: its samples' files (copied or hard-linked), one JSONL file per
+split and ``manifest.yaml``, each in a fixed order so the same pack is the same bytes.
+
+``--link`` makes hard links, not symlinks: a pack holds its own files, and the loader
+refuses a symlink leading outside a pack (a downloaded pack must not read the host's
+files), so a symlinked pack would not load. A hard link shares the bytes without a copy
+and keeps the pack whole when it is moved or archived; it needs the pack on the source's
+filesystem, and says so when it is not."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -11,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from edgegate.artifacts import sha256_file
 from edgegate.errors import InputError
 from edgegate.packs.manifest import Task
 from edgegate.packs.sources import SourceItem
@@ -42,6 +50,22 @@ def _copy_checked(src: Path, dst: Path, item: SourceItem) -> None:
         raise InputError(f"{item.shown}: changed while the pack was being built; run pack create again")
 
 
+def _link_checked(src: Path, dst: Path, item: SourceItem) -> None:
+    """Hard-link the sample's file into the pack, then hash it: the manifest's sha256 is
+    then the hash of the pack's bytes even if the source changed since it was read."""
+    try:
+        os.link(src, dst)  # follows a symlinked source to its file
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
+            raise
+        raise InputError(
+            f"--link: cannot hard-link {item.shown} into the pack ({exc.strerror}); write the pack "
+            "on the source's filesystem, or drop --link to copy the files"
+        ) from None
+    if sha256_file(dst) != item.sha256:
+        raise InputError(f"{item.shown}: changed while the pack was being built; run pack create again")
+
+
 def write_pack_files(
     root: Path, task: Task, splits: dict[str, list[SourceItem]], *, link: bool
 ) -> dict[str, str]:
@@ -54,8 +78,7 @@ def write_pack_files(
                 dst = root / item.pack_path
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if link:
-                    # absolute, so the pack can move; the manifest pins the bytes read now
-                    os.symlink(item.file.resolve(), dst)
+                    _link_checked(item.file, dst, item)
                 else:
                     _copy_checked(item.file, dst, item)
                 files[item.pack_path] = item.sha256

@@ -3,7 +3,10 @@
 A pack is a directory holding ``manifest.yaml``, one JSONL file of samples per
 split and the files those samples name. The manifest lists the sha256 of every
 other file in the pack, so the manifest's own hash (``PromptPack.digest``) pins
-the whole pack: two runs with the same digest scored the same bytes.
+the whole pack: two runs with the same digest scored the same bytes. A pack holds its
+own files: one (or a directory on its way) that is a symlink leading outside the pack is
+refused before anything is read, and every file is read within the bounds of
+:mod:`edgegate.safe_load`.
 
 The manifest's schema is in :mod:`edgegate.packs.manifest`, the record of a JSONL line
 for each task (and the Sample it becomes) in :mod:`edgegate.packs.records`.
@@ -12,7 +15,6 @@ for each task (and the Sample it becomes) in :mod:`edgegate.packs.records`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,12 @@ from edgegate.packs.manifest import (
     Modality,
     PackManifest,
     Task,
+    link_escape,
     read_manifest,
 )
 from edgegate.packs.records import RECORDS, RecordContext, RecordError
 from edgegate.packs.sample import Sample
+from edgegate.safe_load import SAMPLES_LIMITS, decode_lines, loads_json, read_bounded
 
 __all__ = [
     "MANIFEST_NAME", "Modality", "PackManifest", "PromptPack", "Task", "file_problems",
@@ -140,15 +144,13 @@ def _load_split(
     context = RecordContext(root, manifest, split, shown)
     samples: list[Sample] = []
     seen: dict[str, int] = {}
-    lines = samples_path.read_text(encoding="utf-8").splitlines()
+    lines = decode_lines(read_bounded(samples_path, shown, SAMPLES_LIMITS), shown, SAMPLES_LIMITS)
     for lineno, text in enumerate(lines, start=1):
         if not text.strip():
             continue
+        data = loads_json(text, shown, SAMPLES_LIMITS, line=lineno)
         try:
-            data = json.loads(text)
             record: Any = record_model.model_validate(data)
-        except json.JSONDecodeError as exc:
-            raise SpecError(shown, None, f"invalid JSON: {exc.msg}", lineno) from exc
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = tuple(err["loc"])
@@ -191,8 +193,17 @@ def load_promptpack(path: str | Path, *, verify: bool = True) -> PromptPack:
         raise SpecError(str(manifest_path), None, problem)
     file = str(manifest_path)
     root = manifest_path.parent.resolve()
+    escape = link_escape(root, manifest_path.name)
+    if escape is not None:
+        raise SpecError(file, None, escape)
 
     manifest, raw, doc = read_manifest(manifest_path)
+    # Before any listed file is read: a pack's files are its own, never the host's.
+    checked: set[str] = set()
+    for rel in manifest.files:
+        escape = link_escape(root, rel, checked)
+        if escape is not None:
+            raise SpecError(file, f"files.{rel}", escape, doc.line_of("files", rel))
     for split, spec in manifest.splits.items():
         if not (root / spec.samples).is_file():
             line = doc.line_of("splits", split, "samples")
