@@ -355,3 +355,15 @@ def test_text_problems_one_line_each(tmp_path: Path) -> None:
     (tmp_path / "t.jsonl.bak").write_text("x")
     with pytest.raises(InputError, match=r"not a source pack create reads"):
         create_pack(PackCreateOptions(source=tmp_path / "t.jsonl.bak", out=tmp_path / "pack"))
+
+
+def test_deeply_nested_sources_are_one_problem_not_a_recursion_error(tmp_path: Path) -> None:
+    """A JSONL line or a COCO file nested a million levels deep: bounded parsing, one problem line."""
+    src = tmp_path / "texts.jsonl"
+    src.write_text('{"text": "go", "label": "a"}\n' + "[" * 1_000_000 + "\n", encoding="utf-8")
+    problems = _refusal(PackCreateOptions(source=src, out=tmp_path / "p1", calibration=1))
+    assert len(problems) == 1 and problems[0].startswith(f"{src}:2:") and "nested deeper than" in problems[0]
+    coco = tmp_path / "coco.json"
+    coco.write_text("[" * 1_000_000, encoding="utf-8")
+    problems = _refusal(PackCreateOptions(source=coco, out=tmp_path / "p2", calibration=1))
+    assert len(problems) == 1 and problems[0].startswith(f"{coco}") and "nested deeper than" in problems[0]

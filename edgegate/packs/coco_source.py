@@ -10,14 +10,15 @@ box outside its image, an unknown category or image id.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgegate.errors import SpecError
 from edgegate.packs.records import Box
 from edgegate.packs.sources import SourceData, SourceItem, SourceKind, read_image
+from edgegate.safe_load import JSON_LIMITS, loads_json, read_bounded
 
 # Exported boxes carry float rounding (x + w = 640.0000001); this much is not "outside".
 EDGE_TOLERANCE_PX = 1e-3
@@ -72,13 +73,16 @@ def read_coco(path: Path, images_dir: Path) -> SourceData:
     data = SourceData(SourceKind.COCO)
     problems = data.problems
     try:
-        raw = path.read_bytes()
-        doc = json.loads(raw.decode("utf-8-sig"))
+        raw = read_bounded(path, str(path), JSON_LIMITS)
+        doc = loads_json(raw.decode("utf-8-sig"), str(path))  # bounded depth: no RecursionError
     except OSError as exc:
         problems.append(f"{path}: cannot read the file ({exc.strerror})")
         return data
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         problems.append(f"{path}: not a JSON file ({exc})")
+        return data
+    except SpecError as exc:
+        problems.append(exc.message)
         return data
     if not isinstance(doc, dict):
         problems.append(f"{path}: not a COCO detection file (the top level is not an object)")

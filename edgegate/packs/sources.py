@@ -12,14 +12,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from edgegate.errors import SpecError
 from edgegate.packs.manifest import Task
 from edgegate.packs.records import Box
 from edgegate.packs.sample import decode_image
+from edgegate.safe_load import SAMPLES_LIMITS, loads_json
 
 # What PIL decodes and people keep photos in; anything else in a folder is skipped.
 IMAGE_SUFFIXES = frozenset(
@@ -216,9 +217,9 @@ def _jsonl_rows(path: Path, text: str, problems: list[str]) -> list[tuple[int, R
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{lineno}: invalid JSON: {exc.msg}")
+            value = loads_json(line, str(path), SAMPLES_LIMITS, line=lineno)  # bounded depth and size
+        except SpecError as exc:
+            problems.append(exc.message)
             continue
         if not isinstance(value, dict):
             problems.append(f"{path}:{lineno}: a line must be a JSON object, got {type(value).__name__}")
