@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -23,6 +24,7 @@ from edgegate.report.evidence import (
     STATEMENT_TYPE,
     EvidenceMode,
     SigningSetup,
+    StatementShapeError,
     SubjectStatus,
     check_subjects,
     generate_keypair,
@@ -195,12 +197,23 @@ def test_a_signed_statement_of_the_wrong_shape_is_rejected(keys) -> None:
         ({**st, "subject": []}, "subject is not a non-empty list"),
         ({**st, "subject": [{"name": "x", "digest": {"sha1": "ab"}}]}, "subject[0] (x) has no sha256 digest"),
         ({**st, "predicate": {k: v for k, v in st["predicate"].items() if k != "gates"}}, "predicate has no 'gates'"),
-        ({**st, "predicate": {**st["predicate"], "pipeline": {**st["predicate"]["pipeline"], "config": {}}}},
-         "config_digest does not match"),
+        ({**st, "predicate": {**st["predicate"], "verdict": "PASS"}}, "predicate.verdict is not an object"),
+        ({**st, "predicate": {**st["predicate"], "verdict": {"passed": "yes"}}},
+         "predicate.verdict.passed is not true or false"),
+        ({**st, "predicate": {**st["predicate"], "measurements": []}}, "predicate.measurements is not an object"),
+        ({**st, "predicate": {**st["predicate"], "pipeline": "demo"}}, "predicate.pipeline is not an object"),
+        ({**st, "predicate": {**st["predicate"], "started_at": 0}}, "predicate.started_at is not a string"),
     ]
+    # Validly signed, but not an EdgeGate statement: bad input (exit 2, one line), not "invalid".
     for statement, reason in cases:
-        res = verify_envelope(sign_statement(statement, key), pub)
-        assert not res.ok and reason in res.reason, res.reason
+        with pytest.raises(StatementShapeError, match="the signed statement is not an EdgeGate evidence statement: "
+                                                      + re.escape(reason)):
+            verify_envelope(sign_statement(statement, key), pub)
+    assert StatementShapeError("x").exit_code == 2 and issubclass(StatementShapeError, InputError)
+    # A config that does not hash to its digest is a statement that does not verify.
+    bad = {**st, "predicate": {**st["predicate"], "pipeline": {**st["predicate"]["pipeline"], "config": {}}}}
+    res = verify_envelope(sign_statement(bad, key), pub)
+    assert not res.ok and "config_digest does not match" in res.reason
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -502,3 +515,51 @@ def test_secret_looking_config_keys_are_redacted(signed_run, tmp_path: Path) -> 
     key = load_signing_key(_plain_key(tmp_path))
     res = verify_envelope(sign_statement(st, key), key.public_key())
     assert res.ok, res.reason  # the config digest is not rechecked over a redacted config
+
+
+# ----------------------------------------------------------------------------- every signature (issue 15)
+
+
+def test_one_valid_and_one_bogus_signature_each_reported(keys, tmp_path: Path) -> None:
+    """DSSE's threshold 1 stays (one verifying signature is enough), but every signature's
+    result is in the result and in the lines ``edgegate verify`` prints."""
+    key, pair, other = keys
+    env = sign_statement(make_statement([]), key)
+    bogus = {"keyid": other.key_id, "sig": base64.b64encode(b"\x01" * 64).decode()}
+    garbled = {"keyid": "", "sig": "not base64!"}
+    env["signatures"] = [bogus, env["signatures"][0], garbled]
+    res = verify_bundle(write_bundle(tmp_path / "b.json", env), pair.public_path)
+    assert res.ok and res.reason == "signature and statement valid (1 of 3 signatures verify)"
+    assert [(c.keyid, c.valid) for c in res.signatures] == [(other.key_id, False), (pair.key_id, True), (None, False)]
+    assert res.signature_lines() == [
+        f"  signature 1: key {other.key_id}: invalid (does not verify with key {pair.key_id[:16]})",
+        f"  signature 2: key {pair.key_id}: valid",
+        "  signature 3: key (none given): invalid (signatures[2].sig is not valid base64)",
+    ]
+    # no signature verifies: invalid, and each one is still reported
+    env["signatures"] = [bogus, garbled]
+    res = verify_envelope(env, key.public_key())
+    assert not res.ok and res.reason == f"no signature verifies with key {pair.key_id[:16]} (signed by: {other.key_id[:16]})"
+    assert [c.valid for c in res.signatures] == [False, False]
+
+
+def test_a_validly_signed_statement_of_an_unexpected_shape_names_the_bundle(keys, tmp_path: Path) -> None:
+    key, pair, _ = keys
+    st = make_statement([])
+    st["predicate"]["verdict"] = ["passed"]
+    bundle = write_bundle(tmp_path / "odd.json", sign_statement(st, key))
+    with pytest.raises(StatementShapeError) as info:
+        verify_bundle(bundle, pair.public_path)
+    assert info.value.message == (f"{bundle}: the signed statement is not an EdgeGate evidence statement: "
+                                  "predicate.verdict is not an object")
+    from click.testing import CliRunner
+
+    from edgegate.cli import cli
+
+    try:
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
+    except TypeError:
+        runner = CliRunner()
+    result = runner.invoke(cli, ["verify", str(bundle), "--key", str(pair.public_path)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"error: {info.value.message}\n"

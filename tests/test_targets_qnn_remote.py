@@ -422,3 +422,54 @@ def test_device_files_check_backend_against_arch(tmp_path: Path) -> None:
 def test_board_target_needs_the_hexagon_arch() -> None:
     with pytest.raises(SpecError, match="arch: field required for kind ssh: the board's Hexagon version"):
         target_for_device(_rb5(arch=None))
+
+
+# ----------------------------------------------------------------------------- input lists (issue 15)
+
+
+@slow
+def test_input_list_survives_a_work_directory_with_spaces_and_commas(sshd, compiled, tmp_path: Path) -> None:
+    """qnn-net-run splits its input list on whitespace (and --input_list on commas) and knows no
+    quoting: the list holds paths relative to the run's directory, so no work directory breaks it."""
+    c, expected = compiled
+    sdk = install_fake_sdk(tmp_path / "board sdk" / "qnn-sdk")
+    work = tmp_path / "board" / "work dir, with spaces"
+    work.mkdir(parents=True)
+    target = QnnRemoteTarget(_ssh_device(sshd, sdk, work))
+    try:
+        (y,) = target.open(c).run({"x": X})
+        target.benchmark([c], {"g": {"x": X}}, warmup=0, repeats=1, min_seconds=0.0, work_dir=tmp_path / "run")
+    finally:
+        assert target.cleanup() is None
+    np.testing.assert_array_equal(y, expected)
+    assert list(work.iterdir()) == []
+    kept = tmp_path / "run" / "qnn" / "g" / "round_0"
+    assert (kept / "input_list.txt").read_text() == "x:=inputs/0_x.raw\n"
+    argv = (kept / "command.txt").read_text().split()
+    assert argv[argv.index("--input_list") + 1] == "input_list.txt"
+    assert argv[argv.index("--retrieve_context") + 1].startswith("../../models/")
+
+
+def test_tensor_names_the_input_list_cannot_carry_are_refused() -> None:
+    from edgegate.targets.qnn_runner import input_list_name_problem
+
+    assert input_list_name_problem("x") is None and input_list_name_problem("input_ids:0") is None
+    for bad in ("my image", "tab\tname", "", "a:=b", "#x"):
+        assert input_list_name_problem(bad), bad
+
+
+def test_a_pipeline_tensor_name_with_whitespace_is_refused_at_load(tmp_path: Path, monkeypatch) -> None:
+    from edgegate.run.context import load_context
+
+    monkeypatch.chdir(ROOT)
+    mini = ROOT / "tests" / "fixtures" / "pipelines" / "person_detect_mini.yaml"
+    text = mini.read_text().replace("../packs/person_detect_mini", str(ROOT / "tests/fixtures/packs/person_detect_mini"))
+    old = "inputs: [{name: crops, shape: [16, 3, 24, 24]}]"
+    assert old in text
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace(old, 'inputs: [{name: "rnet crops", shape: [16, 3, 24, 24]}]'))
+    with pytest.raises(SpecError) as info:
+        load_context(path, home=tmp_path / "home")
+    line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if "rnet crops" in ln)
+    assert str(info.value) == (f"{path}:{line}: model.graphs.rnet.inputs[0].name: tensor name 'rnet crops' is empty "
+                               "or has whitespace, which qnn-net-run's input list cannot carry")

@@ -39,10 +39,13 @@ from edgegate.errors import EdgeGateError, InputError, VerificationError
 from edgegate.report.signing import (  # noqa: F401
     KEY_ENV,
     PROJECT_CONFIG,
+    SignatureCheck,
+    check_signatures,
     generate_keypair,
     key_id,
     load_public_key,
     load_signing_key,
+    no_valid_signature,
     open_envelope,
     pae,
     resolve_signing_key,
@@ -349,6 +352,13 @@ class VerifyResult:
     key_id: str | None = None
     statement: dict[str, Any] | None = None
     subjects: list[tuple[str, SubjectStatus]] = field(default_factory=list)
+    # every signature of the envelope and its result: one valid one is enough (DSSE's
+    # threshold 1), and the others are reported, never hidden behind "valid"
+    signatures: list[SignatureCheck] = field(default_factory=list)
+
+    def signature_lines(self) -> list[str]:
+        """One line per signature for ``edgegate verify``: key id, valid or invalid (why)."""
+        return [f"  {c.line()}" for c in self.signatures]
 
     @property
     def passed(self) -> bool | None:
@@ -385,7 +395,15 @@ def _statement_problem(st: Any) -> str | None:
     for key in ("pipeline", "device", "versions", "measurements", "gates", "verdict", "started_at", "finished_at"):
         if key not in pred:
             return f"predicate has no '{key}'"
-    return None
+    # what a reader of the verdict (``edgegate verify``, ``VerifyResult.passed``) reads
+    wrong = [f"{k} is not an object" for k in ("pipeline", "device", "measurements", "verdict")
+             if not isinstance(pred[k], dict)]
+    wrong += [f"{k} is not a string" for k in ("started_at", "finished_at") if not isinstance(pred[k], str)]
+    if not wrong and not isinstance(pred["verdict"].get("passed"), bool):
+        wrong.append("verdict.passed is not true or false")
+    if not wrong and not isinstance(pred["measurements"].get("candidate", {}), dict):
+        wrong.append("measurements.candidate is not an object")
+    return f"predicate.{wrong[0]}" if wrong else None
 
 
 def _config_problem(pred: Mapping[str, Any]) -> str | None:
@@ -399,21 +417,35 @@ def _config_problem(pred: Mapping[str, Any]) -> str | None:
     return None
 
 
+class StatementShapeError(InputError):
+    """A validly signed payload that is not an EdgeGate evidence statement, or not shaped
+    like one: nothing in it can be read as a verdict. Bad input (exit 2), one line; the
+    signature is fine, so it is not "invalid" (1), and never a traceback."""
+
+
 def verify_envelope(envelope: Any, public_key: Ed25519PublicKey) -> VerifyResult:
-    """Signature over the PAE, then the statement's shape. No files involved."""
+    """Every signature over the PAE (one valid is enough, each one's result is kept), then
+    the statement's shape (``StatementShapeError``) and its config digest. No files involved."""
     kid = key_id(public_key)
     try:
-        payload = open_envelope(envelope, PAYLOAD_TYPE, public_key)
+        payload, checks = check_signatures(envelope, PAYLOAD_TYPE, public_key)
     except VerificationError as exc:
         return VerifyResult(False, exc.message)
+    if not any(c.valid for c in checks):
+        return VerifyResult(False, no_valid_signature(public_key, checks).message, signatures=checks)
     try:
         statement = json.loads(payload)
     except ValueError:
-        return VerifyResult(False, "the signed payload is not JSON", kid)
-    problem = _statement_problem(statement) or _config_problem(statement["predicate"])
+        raise StatementShapeError("the signed payload is not JSON") from None
+    problem = _statement_problem(statement)
     if problem:
-        return VerifyResult(False, f"not an EdgeGate evidence statement: {problem}", kid)
-    return VerifyResult(True, "signature and statement valid", kid, statement)
+        raise StatementShapeError(f"the signed statement is not an EdgeGate evidence statement: {problem}")
+    problem = _config_problem(statement["predicate"])
+    if problem:
+        return VerifyResult(False, f"not an EdgeGate evidence statement: {problem}", kid, signatures=checks)
+    valid = sum(c.valid for c in checks)
+    reason = "signature and statement valid" + (f" ({valid} of {len(checks)} signatures verify)" if valid < len(checks) else "")
+    return VerifyResult(True, reason, kid, statement, signatures=checks)
 
 
 def _subject_path(root: Path, name: str) -> Path | None:
@@ -497,4 +529,8 @@ def verify_bundle(
         envelope = json.loads(raw)
     except ValueError:
         return VerifyResult(False, f"{path} is not JSON")
-    return check_subjects(verify_envelope(envelope, public_key), artifacts_dir, promptpack)
+    try:
+        res = verify_envelope(envelope, public_key)
+    except StatementShapeError as exc:
+        raise StatementShapeError(f"{path}: {exc.message}") from None
+    return check_subjects(res, artifacts_dir, promptpack)

@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgegate.errors import InputError, VerificationError
+from edgegate.errors import InputError, VerificationError, os_error
 
 KEY_FILE, PUB_FILE = "edgegate.key", "edgegate.pub"
 PROJECT_CONFIG = "edgegate.toml"
@@ -68,9 +69,27 @@ def sign_envelope(payload_type: str, payload: bytes, private_key: Ed25519Private
     }
 
 
-def open_envelope(envelope: Any, payload_type: str, public_key: Ed25519PublicKey) -> bytes:
-    """The payload of a DSSE envelope that ``public_key`` signed, or VerificationError.
-    One verifying signature is enough; a signature's keyid is only a hint (DSSE)."""
+@dataclass(frozen=True)
+class SignatureCheck:
+    """One signature of an envelope: its key id as the envelope gives it (a hint, DSSE) and
+    whether it verifies with the key asked about, or why not."""
+
+    index: int
+    keyid: str | None
+    valid: bool
+    problem: str | None = None
+
+    def line(self) -> str:
+        """``signature 1: key KEYID: valid`` / ``...: invalid (why)``, as ``verify`` prints it."""
+        return (f"signature {self.index + 1}: key {self.keyid or '(none given)'}: "
+                + ("valid" if self.valid else f"invalid ({self.problem})"))
+
+
+def check_signatures(envelope: Any, payload_type: str, public_key: Ed25519PublicKey) -> tuple[bytes, list[SignatureCheck]]:
+    """The payload of a DSSE envelope and every signature's result with ``public_key``.
+    A malformed envelope (not an object, another payloadType, no signatures, a payload
+    that is not base64) is a VerificationError; a malformed signature is only that
+    signature's result, since DSSE ignores signatures that do not verify."""
     if not isinstance(envelope, dict):
         raise VerificationError("the bundle is not a JSON object (DSSE envelope)")
     if envelope.get("payloadType") != payload_type:
@@ -80,20 +99,39 @@ def open_envelope(envelope: Any, payload_type: str, public_key: Ed25519PublicKey
         raise VerificationError("the envelope has no signatures")
     try:
         payload = _b64decode(envelope.get("payload"), "payload")
-        decoded = [(s.get("keyid") if isinstance(s, dict) else None,
-                    _b64decode(s.get("sig") if isinstance(s, dict) else None, f"signatures[{i}].sig"))
-                   for i, s in enumerate(sigs)]
     except ValueError as exc:
         raise VerificationError(str(exc)) from None
     message = pae(payload_type, payload)
-    for _, sig in decoded:
+    checks = []
+    for i, entry in enumerate(sigs):
+        keyid = entry.get("keyid") if isinstance(entry, dict) else None
+        keyid = keyid if isinstance(keyid, str) and keyid else None
         try:
+            sig = _b64decode(entry.get("sig") if isinstance(entry, dict) else None, f"signatures[{i}].sig")
             public_key.verify(sig, message)
-            return payload
+        except ValueError as exc:
+            checks.append(SignatureCheck(i, keyid, False, str(exc)))
         except InvalidSignature:
-            continue
-    signers = ", ".join(str(k)[:16] for k, _ in decoded if k) or "no key id given"
-    raise VerificationError(f"no signature verifies with key {key_id(public_key)[:16]} (signed by: {signers})")
+            checks.append(SignatureCheck(i, keyid, False, f"does not verify with key {key_id(public_key)[:16]}"))
+        else:
+            checks.append(SignatureCheck(i, keyid, True))
+    return payload, checks
+
+
+def open_envelope(envelope: Any, payload_type: str, public_key: Ed25519PublicKey) -> bytes:
+    """The payload of a DSSE envelope that ``public_key`` signed, or VerificationError.
+    One verifying signature is enough (DSSE's threshold 1); a signature's keyid is only a
+    hint. ``check_signatures`` gives each signature's result."""
+    payload, checks = check_signatures(envelope, payload_type, public_key)
+    if any(c.valid for c in checks):
+        return payload
+    raise no_valid_signature(public_key, checks)
+
+
+def no_valid_signature(public_key: Ed25519PublicKey, checks: list[SignatureCheck]) -> VerificationError:
+    """The error of an envelope none of whose signatures verifies with ``public_key``."""
+    signers = ", ".join(c.keyid[:16] for c in checks if c.keyid) or "no key id given"
+    return VerificationError(f"no signature verifies with key {key_id(public_key)[:16]} (signed by: {signers})")
 
 
 # ----------------------------------------------------------------------------- keys
@@ -113,10 +151,26 @@ class KeyPair:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, mode)  # the umask may have taken bits off a 0644 public key
+    """Create `path` holding `data`, all or nothing: written to a temporary file and linked
+    into place (which fails if `path` exists), so a full or read-only disk never leaves an
+    empty key file that blocks the next try."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise os_error(exc, "keys generate", path) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # the umask may have taken bits off a 0644 public key
+        os.link(tmp, path)
+    except FileExistsError:
+        raise InputError(f"keys generate: {path} already exists; move it away or choose another --out") from None
+    except OSError as exc:
+        raise os_error(exc, "keys generate", path) from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def generate_keypair(out_dir: Path, passphrase: str | None = None) -> KeyPair:

@@ -13,8 +13,16 @@ From PromptPack seeds, the search tries
 Every candidate input is run through both models end to end (host glue included), and
 counts as a disagreement when their predictions differ (``adapter.disagree``). Metrics:
 disagreement rate over seeds, neuron coverage reached, and each model's robustness (the
-share of seeds whose own prediction no tried input changed). The search is seeded and
-bounded by a time budget; the inputs found are written out as a small PromptPack.
+share of seeds whose own prediction no tried input changed). The inputs found are written
+out as a small PromptPack.
+
+The search is budgeted in work, not time: ``seeds`` seeds, each with ``steps`` gradient
+steps and one try per transform, every random choice drawn from a generator seeded by
+(``seed``, the seed's index). The same model, pack and settings give the same inputs and
+the same verdict on any machine, loaded or quiet. ``time_budget_s`` is only a safety stop:
+when it ends the search early the result is marked incomplete (``stopped``) and its
+rates are not reported as the search's (a gate on them is n/a, ``run.checks``), because a
+smaller search is not the one the gate's threshold was chosen for.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ class AdversarialSettings:
     coverage_threshold: float = 0.25  # DeepXplore's t, on per-layer min-max scaled activations
     coverage_weight: float = 0.1
     transforms: tuple[str, ...] = ("brightness", "blur", "occlusion")
-    time_budget_s: float = 120.0
+    time_budget_s: float | None = None  # a safety stop; None: the whole search always runs
     seed: int = 0
 
 
@@ -62,7 +70,7 @@ class Finding:
 
 @dataclass
 class AdversarialResult:
-    seeds_tried: int
+    seeds_tried: int  # seeds searched to the end
     disagreement_rate: float
     coverage: float
     fp32_robustness: float
@@ -71,6 +79,16 @@ class AdversarialResult:
     elapsed_s: float
     findings: list[Finding] = field(default_factory=list)
     budget_exhausted: bool = False
+    seeds_planned: int = 0  # the search as budgeted: min(settings.seeds, seeds available)
+    time_budget_s: float | None = None
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the search is not the whole one (the time cap ended it), or None when complete."""
+        if not self.budget_exhausted:
+            return None
+        return (f"search stopped by time_budget_s ({self.time_budget_s:g} s) after {self.seeds_tried} of "
+                f"{self.seeds_planned} seeds; its rates describe a smaller search than the one budgeted")
 
     def summary(self) -> dict[str, Any]:
         kinds: dict[str, int] = {}
@@ -86,6 +104,9 @@ class AdversarialResult:
             "failure_modes": kinds,
             "elapsed_s": round(self.elapsed_s, 2),
             "budget_exhausted": self.budget_exhausted,
+            "seeds_planned": self.seeds_planned,
+            "complete": self.stopped is None,
+            **({"not_applicable": self.stopped} if self.stopped else {}),
         }
 
 
@@ -190,19 +211,24 @@ def search(
     """
     import torch
 
-    rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     coverage = NeuronCoverage(fp32_modules, settings.coverage_threshold)
     t0 = time.perf_counter()
     findings: list[Finding] = []
     fp32_changed = int8_changed = tried = inputs = 0
+    planned = list(seeds[: settings.seeds])
     exhausted = False
+
+    def out_of_time() -> bool:
+        return settings.time_budget_s is not None and time.perf_counter() - t0 > settings.time_budget_s
+
     try:
-        for sample in seeds[: settings.seeds]:
-            if time.perf_counter() - t0 > settings.time_budget_s:
+        for index, sample in enumerate(planned):
+            if out_of_time():
                 exhausted = True
                 break
-            tried += 1
+            # One generator per seed: a seed's transforms do not depend on the seeds before it.
+            rng = np.random.default_rng([settings.seed, index])
             clean = sample.load_image()
             base_fp32 = adapter.predict(clean, fp32_run)
             base_int8 = adapter.predict(clean, int8_run)
@@ -220,9 +246,12 @@ def search(
                 if found is None and adapter.disagree(p_fp32, p_int8):
                     linf = float(np.abs(img.astype(np.int16) - clean.astype(np.int16)).max())
                     found = Finding(sample.id, kind, detail, img, p_fp32, p_int8, linf)
-                if time.perf_counter() - t0 > settings.time_budget_s:
+                if out_of_time():
                     exhausted = True
                     break
+            if exhausted:  # a seed cut short counts for nothing: its rates would be a guess
+                break
+            tried += 1
             fp32_changed += own_fp32
             int8_changed += own_int8
             if found is not None:
@@ -240,6 +269,8 @@ def search(
         elapsed_s=time.perf_counter() - t0,
         findings=findings,
         budget_exhausted=exhausted,
+        seeds_planned=len(planned),
+        time_budget_s=settings.time_budget_s,
     )
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from edgegate.errors import InputError
-from edgegate.gates import Gate, GateResult, evaluate_gates
+from edgegate.gates import Gate, GateResult, GateStatus, evaluate_gates
 from edgegate.metrics import Direction, Measurement, get_metric
 from edgegate.packs.adapters import SearchableAdapter
 from edgegate.packs.sample import Sample
 from edgegate.progress import Progress
 from edgegate.results import ArtifactKind, VariantResult, run_dir
+from edgegate.run.adversarial import AdversarialResult, AdversarialSettings, search, write_failure_pack
 from edgegate.run.context import RunContext
 from edgegate.run.models import load_torch_model
 from edgegate.run.outputs import read_per_sample
@@ -43,6 +44,25 @@ class CheckOutcome:
     metrics: dict[str, Measurement]
     summary: dict[str, Any]
     artifact: tuple[ArtifactKind, Path] | None = None
+    # metric -> why the check could not measure it: a gate on it is n/a with that reason
+    # (``gates_not_applicable``), neither a pass nor "missing".
+    not_applicable: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+ADVERSARIAL_METRICS = ("adversarial_disagreement_rate", "adversarial_coverage", "fp32_robustness", "int8_robustness")
+
+
+def gates_not_applicable(results: Sequence[GateResult], checks: Sequence[CheckOutcome | None]) -> list[GateResult]:
+    """Gate results with every gate on a metric a check could not measure turned n/a, with
+    the check's reason (e.g. an adversarial search stopped by its time cap): the verdict then
+    neither passes nor fails on a number that does not mean what the gate's threshold means."""
+    reasons = {m: why for c in checks if c is not None for m, why in c.not_applicable.items()}
+    return [
+        dataclasses.replace(r, status=GateStatus.NOT_APPLICABLE, value=None, limit=None, source=None,
+                            reason=reasons[r.gate.metric])
+        if r.gate.metric in reasons else r
+        for r in results
+    ]
 
 
 @dataclass(frozen=True)
@@ -122,8 +142,6 @@ def search_adversarial(
 ) -> CheckOutcome | None:
     """Metrics adversarial_* / *_robustness on the candidate, and a PromptPack of findings;
     None when the pipeline has no ``adversarial`` section."""
-    from edgegate.run.adversarial import AdversarialSettings, search, write_failure_pack
-
     adv = ctx.spec.adversarial
     if adv is None:
         return None
@@ -142,20 +160,25 @@ def search_adversarial(
     where = ctx.target.name if adv.candidate == "target" else "QDQ graphs on ONNX Runtime CPU"
     with progress.stage(f"adversarial search: {min(adv.seeds, len(eval_samples))} seeds, INT8 on {where}"):
         res = search(adapter, eval_samples, modules, cpu_runner(fp32), int8_run, settings)
-    metrics = computed_metrics({
-        "adversarial_disagreement_rate": res.disagreement_rate,
-        "adversarial_coverage": res.coverage,
-        "fp32_robustness": res.fp32_robustness,
-        "int8_robustness": res.int8_robustness,
-    })
+    metrics, not_applicable = adversarial_metrics(res)
+    summary = res.summary()
     out_dir = run_dir(ctx.home, candidate.run_id) / "adversarial"
     pack = write_failure_pack(res, out_dir, name=f"{ctx.spec.name}-adversarial-{candidate.run_id}", source_pack=ctx.pack.digest)
-    summary = res.summary()
     summary.update({"int8_runtime": where, "findings_pack": str(pack) if pack else None,
                     "findings": [{"seed": f.seed_id, "kind": f.kind, "detail": f.detail, "linf": f.linf}
                                  for f in res.findings]})
     artifact = (ArtifactKind.ADVERSARIAL_PACK, pack / "manifest.yaml") if pack is not None else None
-    return CheckOutcome(metrics, summary, artifact)
+    return CheckOutcome(metrics, summary, artifact, not_applicable)
+
+
+def adversarial_metrics(res: AdversarialResult) -> tuple[dict[str, Measurement], dict[str, str]]:
+    """The search's metrics, or, for a search the time cap ended, none and the reason for each:
+    a smaller search than the budgeted one is not what the gate's threshold was chosen for."""
+    stopped = res.stopped
+    if stopped is not None:
+        return {}, {m: stopped for m in ADVERSARIAL_METRICS}
+    values = (res.disagreement_rate, res.coverage, res.fp32_robustness, res.int8_robustness)
+    return computed_metrics(dict(zip(ADVERSARIAL_METRICS, values))), {}
 
 
 def candidate_cis(ctx: RunContext, run_id: int, confidence: float = 0.95) -> dict[str, tuple[float, float]]:

@@ -3,11 +3,19 @@
 ``load_context`` reads the pipeline, the device, the PromptPack (hashes verified), the
 adapter (host glue), the scorers and the target; a problem in any of them is one
 ``SpecError`` naming the file, the field and the line. ``edgegate validate`` stops here.
+
+Code a pipeline names is checked before it is called (the trust model is in the README):
+graph factories are resolved and type-checked but never called here, so ``validate`` builds
+no model; the adapter class is checked (a class following the Adapter protocol, from no
+refused module) and then built, because checking the graphs' shapes against what it feeds
+(``check_adapter_shapes``) needs the instance its options make. Importing a referenced module
+runs its top-level code: that much of a named package is trusted like the pipeline itself.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,23 +35,26 @@ from edgegate.config import (
     load_pipeline,
     load_pipeline_device,
 )
-from edgegate.errors import EdgeGateError, SpecError
+from edgegate.errors import EdgeGateError, InputError, SpecError
 from edgegate.packs.adapters import (
     Adapter,
     DeclaresInputs,
     GraphInfo,
+    ImageAdapter,
     OptionError,
     PresetContext,
+    SampleAdapter,
     TensorInfo,
     get_preset,
     preset_names,
 )
 from edgegate.packs.promptpack import PromptPack, load_promptpack
 from edgegate.packs.scorers import Scorer, get_scorer
-from edgegate.run.models import GraphSource, graph_sources, import_object
+from edgegate.run.models import GraphSource, graph_sources, import_object, resolve_factory
 from edgegate.targets import target_for_device
 from edgegate.targets.base import Target
 from edgegate.targets.local import CpuTarget
+from edgegate.targets.qnn_runner import input_list_name_problem
 
 
 @dataclass(frozen=True)
@@ -116,13 +127,36 @@ def _make_preset_adapter(spec: PipelineSpec, pack: PromptPack | None) -> Adapter
         raise _option_error(spec, exc.field, exc.problem, line) from None
 
 
+def adapter_class(spec: PipelineSpec) -> type:
+    """The class ``model.adapter`` names, checked before it is built: a class (not a function
+    or a builtin) outside the modules ``import_object`` refuses, whose methods follow the
+    Adapter protocol (``predict`` or ``predict_sample``). Nothing of it is called here."""
+    ref = spec.model.adapter
+    try:
+        obj = import_object(ref, what="model.adapter")
+    except InputError as exc:
+        problem = exc.message.removeprefix("model.adapter ")
+        raise SpecError(str(spec.source_path), "model.adapter", problem, spec.line_of("model", "adapter")) from None
+    problem = None
+    if not inspect.isclass(obj):
+        problem = (f"'{ref}' is a {type(obj).__name__}, not an adapter class "
+                   f"(or a preset: {', '.join(preset_names())})")
+    elif not issubclass(obj, (ImageAdapter, SampleAdapter)):
+        problem = (f"'{ref}' is not an adapter: the class has neither predict(image, run) nor "
+                   "predict_sample(sample, run) (the Adapter protocol, edgegate.packs.adapters.base)")
+    if problem is not None:
+        raise SpecError(str(spec.source_path), "model.adapter", problem, spec.line_of("model", "adapter"))
+    return obj
+
+
 def make_adapter(spec: PipelineSpec, pack: PromptPack | None = None) -> Adapter:
     """The pipeline's adapter (``model.adapter``): a preset built from ``model.adapter_options``
     (``pack``: the loaded PromptPack, else its manifest is read when the preset needs its
-    classes), or a class built with them as keyword arguments."""
+    classes), or a class, checked by ``adapter_class`` before it is built with them as
+    keyword arguments."""
     if spec.model.adapter in preset_names():
         return _make_preset_adapter(spec, pack)
-    cls = import_object(spec.model.adapter, what="model.adapter")
+    cls = adapter_class(spec)
     try:
         adapter = cls(**dict(spec.model.adapter_options or {}))
     except (TypeError, ValueError) as exc:
@@ -130,6 +164,21 @@ def make_adapter(spec: PipelineSpec, pack: PromptPack | None = None) -> Adapter:
             str(spec.source_path), "model.adapter_options", str(exc), spec.line_of("model", "adapter_options")
         ) from None
     return adapter
+
+
+def check_factories(spec: PipelineSpec) -> None:
+    """Every graph's ``factory`` resolved and checked (``resolve_factory``) without calling
+    it: ``edgegate validate`` runs no model code; what the call returns is checked when a
+    run builds the model."""
+    for name, g in spec.model.graphs.items():
+        if g.factory is None:
+            continue
+        field = f"model.graphs.{name}.factory"
+        try:
+            resolve_factory(g.factory, what=field)
+        except InputError as exc:
+            problem = exc.message.removeprefix(f"{field} ")
+            raise SpecError(str(spec.source_path), field, problem, spec.line_of("model", "graphs", name, "factory")) from None
 
 
 def check_adapter_shapes(spec: PipelineSpec, adapter: Adapter, graphs: Sequence[GraphSource]) -> None:
@@ -185,6 +234,19 @@ def _scorers(spec: PipelineSpec) -> list[Scorer]:
     return scorers
 
 
+def check_tensor_names(spec: PipelineSpec) -> None:
+    """Every graph input's name must be one each target can feed: qnn-net-run's input list
+    (boards over ssh/adb) cannot carry whitespace and knows no quoting. A pipeline is not
+    tied to one device (``--device`` picks another), so this holds for every device, and is
+    said now rather than when a board run fails."""
+    for gname, g in spec.model.graphs.items():
+        for i, t in enumerate(g.inputs):
+            problem = input_list_name_problem(t.name)
+            if problem is not None:
+                raise SpecError(str(spec.source_path), f"model.graphs.{gname}.inputs[{i}].name", problem,
+                                spec.line_of("model", "graphs", gname, "inputs", i, "name"))
+
+
 def load_context(
     pipeline_path: str | Path,
     *,
@@ -201,6 +263,8 @@ def load_context(
     _check_splits(spec, pack)
     scorers = _scorers(spec)
     graphs = graph_sources(spec)
+    check_tensor_names(spec)
+    check_factories(spec)
     adapter = make_adapter(spec, pack)
     check_adapter_shapes(spec, adapter, graphs)
     target = target_for_device(dev)

@@ -6,7 +6,9 @@ Model code never touches targets or the database: inputs in, files out.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +23,41 @@ log = logging.getLogger(__name__)
 ONNX_OPSET = 17
 
 
+# Third-party modules whose callables run commands or unpickle data: never a model factory or
+# an adapter. The standard library (sys.stdlib_module_names: subprocess, os, shutil, builtins,
+# runpy, pickle, webbrowser, ...) holds neither either, and is refused as a whole.
+UNSAFE_MODULES = frozenset({
+    "cloudpickle", "dill", "fabric", "invoke", "IPython", "joblib", "paramiko", "pexpect", "plumbum", "sh",
+})
+# Of EdgeGate itself, only the reference models and the adapters are meant to be named.
+EDGEGATE_REFERABLE = ("edgegate.zoo", "edgegate.packs.adapters")
+
+
+def unsafe_module(module: str) -> str | None:
+    """Why code from ``module`` is never a factory or an adapter, or None when it may be."""
+    top = module.split(".", 1)[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return f"'{module}' is part of the Python standard library, which holds no models or adapters"
+    if top in UNSAFE_MODULES:
+        return f"'{module}' runs commands or loads pickles; it holds no models or adapters"
+    if top == "edgegate" and not any(module == p or module.startswith(p + ".") for p in EDGEGATE_REFERABLE):
+        return f"'{module}' is an EdgeGate tool; only {' and '.join(EDGEGATE_REFERABLE)} may be named"
+    return None
+
+
 def import_object(ref: str, *, what: str = "object") -> Any:
-    """Import ``pkg.module:attr`` (attr may be dotted); errors name the reference."""
+    """Import ``pkg.module:attr`` (attr may be dotted); errors name the reference.
+
+    A pipeline names code by design (see "Trust model" in the README), but a reference into
+    the standard library or another module of ``unsafe_module`` is refused before anything
+    is imported, and so is an object that such a module defined (``mymod:run``, where mymod
+    did ``from subprocess import run``)."""
     if ":" not in ref:
         raise InputError(f"{what} '{ref}': expected 'package.module:attribute'")
     mod_name, attr = ref.split(":", 1)
+    why = unsafe_module(mod_name)
+    if why is not None:
+        raise InputError(f"{what} '{ref}': refused: {why}")
     try:
         obj: Any = importlib.import_module(mod_name)
     except ImportError as exc:
@@ -34,6 +66,28 @@ def import_object(ref: str, *, what: str = "object") -> Any:
         if not hasattr(obj, part):
             raise InputError(f"{what} '{ref}': module '{mod_name}' has no attribute '{attr}'")
         obj = getattr(obj, part)
+    defined_in = getattr(obj, "__module__", None)
+    why = unsafe_module(defined_in) if isinstance(defined_in, str) else None
+    if why is not None:
+        raise InputError(f"{what} '{ref}': refused: it is defined in {why}")
+    return obj
+
+
+def resolve_factory(ref: str, *, what: str) -> Any:
+    """The factory ``ref`` names, checked without calling it: a Python function (or a method
+    of a class) or a torch.nn.Module class. Builtins, callable instances and other classes
+    are refused; what calling it returns is checked by ``load_torch_model``."""
+    obj = import_object(ref, what=what)
+    if inspect.isclass(obj):
+        import torch
+
+        if issubclass(obj, torch.nn.Module):
+            return obj
+        raise InputError(f"{what} '{ref}': {obj.__qualname__} is a class but not a torch.nn.Module")
+    func = obj.__func__ if inspect.ismethod(obj) else obj
+    if not inspect.isfunction(func):
+        raise InputError(f"{what} '{ref}': a {type(obj).__name__}, not a function or torch.nn.Module class "
+                         "that builds the model")
     return obj
 
 
@@ -60,7 +114,7 @@ def load_torch_model(src: GraphSource) -> Any:
     import torch
 
     if src.factory:
-        fn = import_object(src.factory, what=f"model.graphs.{src.name}.factory")
+        fn = resolve_factory(src.factory, what=f"model.graphs.{src.name}.factory")
         try:
             model = fn(**dict(src.factory_args))
         except TypeError as exc:
@@ -68,9 +122,12 @@ def load_torch_model(src: GraphSource) -> Any:
     elif src.torchscript:
         model = torch.jit.load(str(src.torchscript), map_location="cpu")
     else:
+        # ONNX sources quantize with aimet-onnx (run.quantize_onnx); what still needs torch is
+        # the gradient-guided adversarial search.
         raise InputError(
-            f"model.graphs.{src.name}: quantizing with AIMET needs a torch model "
-            "(factory or torchscript); an ONNX source can only run as FP32"
+            f"model.graphs.{src.name}: the adversarial search needs a torch model (factory or "
+            "torchscript) and this graph is an ONNX file; remove the adversarial section or "
+            "declare the graph as a factory or torchscript"
         )
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model.graphs.{src.name}: the factory returned {type(model).__name__}, not a torch.nn.Module")

@@ -4,7 +4,12 @@ The runner only needs a Transport (push, pull, exec), so adb and ssh boards shar
 line and parser. A run is:
 
 1. raw float32 inputs and an ``input_list.txt`` (``name:=path`` per input, a line per inference)
-   pushed into a fresh directory under the run's scratch directory on the board;
+   pushed into a fresh directory under the run's scratch directory on the board. qnn-net-run
+   splits that list on whitespace and knows no quoting, so its paths are relative to the run's
+   directory (where qnn-net-run starts) and made of safe names: a work directory with spaces
+   (or commas, which split ``--input_list``) never reaches the list. A tensor name cannot be
+   renamed, so one the list cannot carry is refused (``input_list_name_problem``; the pipeline
+   loader refuses it first);
 2. ``qnn-net-run --backend ... --retrieve_context|--model ... --input_list ... --output_dir ...``
    (``--profiling_level basic``, ``--num_inferences`` / ``--duration`` when benchmarking) started
    by a small shell script, detached from the connection (a dropped connection does not kill it),
@@ -202,6 +207,18 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
+def input_list_name_problem(name: str) -> str | None:
+    """Why qnn-net-run's input list cannot carry tensor ``name`` (``name:=path`` tokens split on
+    whitespace, ``:=`` parts a token, a line starting with ``#`` names outputs), or None."""
+    if not name or any(c.isspace() for c in name):
+        return f"tensor name {name!r} is empty or has whitespace, which qnn-net-run's input list cannot carry"
+    if ":=" in name:
+        return f"tensor name {name!r} has ':=', which qnn-net-run's input list uses to part name and file"
+    if name.startswith("#"):
+        return f"tensor name {name!r} starts with '#', which qnn-net-run's input list reads as an output list"
+    return None
+
+
 class QnnRunner:
     """qnn-net-run on one board, in one scratch directory that ``cleanup()`` removes."""
 
@@ -311,9 +328,11 @@ class QnnRunner:
         reachable = True
         try:
             self._push_inputs(remote, inputs, feeds, local_dir)
+            # Paths relative to the run's directory, where qnn-net-run starts: a model staged by
+            # ``stage`` is two levels up. None of them holds the work directory's name.
             argv = netrun_argv(
-                self.layout, model_flag=model_flag, model=model, input_list=f"{remote}/input_list.txt",
-                output_dir=f"{remote}/output", profile=profile, num_inferences=num_inferences,
+                self.layout, model_flag=model_flag, model=self._relative(model), input_list="input_list.txt",
+                output_dir="output", profile=profile, num_inferences=num_inferences,
                 duration_s=duration_s, perf_profile=self.perf_profile,
             )
             (local_dir / "command.txt").write_text(shlex.join(argv) + "\n")
@@ -334,8 +353,17 @@ class QnnRunner:
                     log.warning("%s", exc.message)
         return NetRun(tag, local_dir, outs, prof, memory, time.monotonic() - t0)
 
+    def _relative(self, model: str) -> str:
+        """A staged model's path from a run's directory (``runs/NNNN-tag``); others as given."""
+        prefix = f"{self.scratch}/models/"
+        return "../../models/" + model[len(prefix):] if model.startswith(prefix) else model
+
     def _push_inputs(self, remote: str, inputs: Sequence[TensorInfo], feeds: Sequence[Mapping[str, np.ndarray]],
                      local_dir: Path) -> None:
+        for info in inputs:
+            problem = input_list_name_problem(info.name)
+            if problem is not None:
+                raise InputError(f"{self.transport.description}: {problem}; rename the graph's input")
         staged = local_dir / "inputs"
         staged.mkdir(exist_ok=True)
         lines = []
@@ -349,7 +377,7 @@ class QnnRunner:
                     raise TargetError(f"input '{info.name}' has shape {list(a.shape)}, the graph takes {list(info.shape)}")
                 name = f"{i}_{_safe(info.name)}.raw"
                 a.tofile(staged / name)
-                parts.append(f"{info.name}:={remote}/inputs/{name}")
+                parts.append(f"{info.name}:=inputs/{name}")
             lines.append(" ".join(parts))
         (local_dir / "input_list.txt").write_text("\n".join(lines) + "\n")
         self.transport.mkdir(f"{remote}/inputs")
