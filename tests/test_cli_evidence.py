@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from pathlib import Path
@@ -106,6 +107,25 @@ def test_verify_valid(signed) -> None:
     result = _invoke("verify", str(bundle), "--key", str(pair.public_path))
     assert result.exit_code == 0
     assert result.stdout.splitlines()[-1] == "  subjects: 0 of 3 digests recomputed; 3 not checked (give --artifacts DIR)"
+
+
+def test_verify_prints_each_signature_when_there_are_several(signed) -> None:
+    """One valid signature is enough (DSSE threshold 1), and the others are each reported."""
+    bundle, pair, other, root = signed
+    env = json.loads(bundle.read_text())
+    sig = bytearray(base64.b64decode(env["signatures"][0]["sig"]))
+    sig[0] ^= 0xFF  # a well-formed signature that does not verify
+    bogus = {"keyid": other.key_id, "sig": base64.b64encode(bytes(sig)).decode()}
+    env["signatures"].append(bogus)
+    bundle.write_text(json.dumps(env))
+    result = _invoke("verify", str(bundle), "--key", str(pair.public_path), "--artifacts", str(root))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"valid: {bundle}: signed by key {pair.key_id}"
+    assert lines[2:4] == [
+        f"  signature 1: key {pair.key_id}: valid",
+        f"  signature 2: key {other.key_id}: invalid (does not verify with key {pair.key_id[:16]})",
+    ]
 
 
 def test_verify_wrong_key_exits_1_with_the_reason(signed) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from edgegate.errors import InputError
+from edgegate.errors import EdgeGateError, InputError
 from edgegate.report.evidence import (
     NO_KEY_NOTE,
     PAYLOAD_TYPE,
@@ -563,3 +563,13 @@ def test_a_validly_signed_statement_of_an_unexpected_shape_names_the_bundle(keys
     result = runner.invoke(cli, ["verify", str(bundle), "--key", str(pair.public_path)])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr == f"error: {info.value.message}\n"
+
+
+def test_a_deeply_nested_bundle_is_one_line_not_a_recursion_error(keys, tmp_path: Path) -> None:
+    _, pair, _ = keys
+    bundle = tmp_path / "deep.intoto.json"
+    bundle.write_text("[" * 1_000_000)
+    with pytest.raises(EdgeGateError) as info:
+        verify_bundle(bundle, pair.public_path)
+    assert info.value.exit_code == 2 and "nested deeper than" in info.value.message
+    assert "\n" not in info.value.message

@@ -52,6 +52,7 @@ from edgegate.report.signing import (  # noqa: F401
     sign_envelope,
 )
 from edgegate.results import ArtifactKind, PipelineResult
+from edgegate.safe_load import JSON_LIMITS, json_depth_exceeds, read_bounded, too_deep
 from edgegate.versions import package_versions
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -435,8 +436,12 @@ def verify_envelope(envelope: Any, public_key: Ed25519PublicKey) -> VerifyResult
         return VerifyResult(False, no_valid_signature(public_key, checks).message, signatures=checks)
     try:
         statement = json.loads(payload)
+    except RecursionError:
+        raise StatementShapeError("the signed payload is nested too deep") from None
     except ValueError:
         raise StatementShapeError("the signed payload is not JSON") from None
+    if json_depth_exceeds(statement, JSON_LIMITS.max_depth):
+        raise StatementShapeError(f"the signed payload is nested deeper than {JSON_LIMITS.max_depth} levels")
     problem = _statement_problem(statement)
     if problem:
         raise StatementShapeError(f"the signed statement is not an EdgeGate evidence statement: {problem}")
@@ -520,15 +525,19 @@ def verify_bundle(
     public_key = load_public_key(public_key_path)
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, str(path), JSON_LIMITS)  # the size is checked before reading
     except OSError as exc:
         raise InputError(f"{path}: cannot read the bundle: {exc.strerror or exc}") from None
     if artifacts_dir is not None and not Path(artifacts_dir).is_dir():
         raise InputError(f"--artifacts {artifacts_dir}: not a directory")
     try:
         envelope = json.loads(raw)
+    except RecursionError:  # a hostile bundle: one line, never a traceback
+        raise too_deep(str(path), JSON_LIMITS, None) from None
     except ValueError:
         return VerifyResult(False, f"{path} is not JSON")
+    if json_depth_exceeds(envelope, JSON_LIMITS.max_depth):
+        raise too_deep(str(path), JSON_LIMITS, None)
     try:
         res = verify_envelope(envelope, public_key)
     except StatementShapeError as exc:
