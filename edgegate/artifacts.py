@@ -3,7 +3,9 @@
 A cache entry is a directory ``<root>/<stage>/<key>/`` holding the files and a
 ``manifest.json`` with each file's sha256. An entry is written into a temporary
 directory and renamed into place, so a crash never leaves a half-written entry, and it
-is used only when every file still matches its recorded digest.
+is used only when every file still matches its recorded digest. A whole entry is never
+replaced, and a damaged one is renamed aside before its replacement goes in, so a process
+reading an entry never has it removed under it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -78,6 +81,19 @@ class ArtifactCache:
         self.root = root
 
     def lookup(self, stage: str, key: str) -> CacheEntry | None:
+        """The whole entry stored under `key`, or None. Another process may swap a damaged
+        entry for a new one while this reads it (``_publish``): a file vanishing under the
+        read is that swap, so read once more, after it."""
+        for attempt in range(2):
+            try:
+                return self._read_entry(stage, key)
+            except FileNotFoundError:
+                if attempt:
+                    return None
+                time.sleep(0.05)
+        return None
+
+    def _read_entry(self, stage: str, key: str) -> CacheEntry | None:
         path = self.root / stage / key
         manifest = path / "manifest.json"
         if not manifest.is_file():
@@ -122,18 +138,37 @@ class ArtifactCache:
                 json.dumps({"key_parts": key_parts, "files": files, "meta": meta}, indent=1, sort_keys=True, default=str)
             )
             final = stage_dir / key
-            if final.exists():  # a stale or corrupted entry: replace it
-                shutil.rmtree(final, ignore_errors=True)
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                # Another process stored the same key meanwhile: use theirs if it is whole.
-                theirs = self.lookup(stage, key)
-                if theirs is None:
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
+            theirs = self._publish(stage, key, tmp, final)
+            if theirs is not None:
                 return theirs
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return CacheEntry(key, final, files, meta, False)
+
+    def _publish(self, stage: str, key: str, tmp: Path, final: Path) -> CacheEntry | None:
+        """Rename the built `tmp` into place as `final`; returns the entry to use instead
+        when another process stored a whole one first (ours is dropped). A damaged entry is
+        renamed aside, never removed in place, so a reader's open files stay whole; the
+        aside copy is removed after the new entry is in place."""
+        for _ in range(3):
+            theirs = self.lookup(stage, key)
+            if theirs is not None:  # built concurrently by another process: it is as good as ours
+                shutil.rmtree(tmp, ignore_errors=True)
+                return theirs
+            aside = None
+            if final.exists():  # stale or damaged: move it out of the way in one rename
+                aside = final.with_name(f".{key[:12]}-stale-{os.getpid()}-{time.monotonic_ns()}")
+                try:
+                    os.replace(final, aside)
+                except FileNotFoundError:
+                    aside = None  # someone else moved it first
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                continue  # another process put an entry there in between: look at it
+            finally:
+                if aside is not None:
+                    shutil.rmtree(aside, ignore_errors=True)
+            return None
+        raise OSError(f"cache entry {final} kept changing while being replaced")

@@ -7,6 +7,13 @@ where it helps, how to fix it. The CLI prints ``error: <message>`` and exits wit
 
 from __future__ import annotations
 
+import datetime as dt
+import errno
+import os
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
 
 class EdgeGateError(Exception):
     """Base of every error EdgeGate raises on purpose."""
@@ -83,3 +90,61 @@ class GateFailure(EdgeGateError):
     """The run completed and at least one gate failed. Exit code 1."""
 
     exit_code = 1
+
+
+class EnvironmentFailure(EdgeGateError):
+    """The machine failed us, not the input: a full or read-only disk, a denied path, a
+    damaged database. Exit code 3, like a target or tool failure."""
+
+    exit_code = 3
+
+
+class InternalError(EdgeGateError):
+    """A bug: an exception nothing above expected. Exit code 4 (never 1, which means a gate
+    failed); the CLI prints one line and writes the traceback to a log file."""
+
+    exit_code = 4
+
+
+# errno values that say "the disk or its permissions", with the words a user searches for.
+_OS_CAUSES = {
+    "ENOSPC": "disk full",
+    "EDQUOT": "disk quota exceeded",
+    "EROFS": "read-only file system",
+    "EACCES": "permission denied",
+    "EPERM": "operation not permitted",
+    "EMFILE": "too many open files",
+    "EIO": "input/output error",
+}
+
+
+def os_error(exc: OSError, doing: str = "", path: object = None) -> EdgeGateError:
+    """An OSError as one line naming the path (`path` when the error names none: a write
+    that hit a full disk) and the cause ("disk full", not a protobuf error); an environment
+    failure (3), except a missing file or directory, which is bad input (2)."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    # an OSError without errno is a library's complaint (PIL: "image file is truncated")
+    cause = _OS_CAUSES.get(name) or (exc.strerror or str(exc) or type(exc).__name__)
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None] or ([path] if path is not None else [])
+    where = " -> ".join(str(p) for p in paths)
+    line = f"{doing + ': ' if doing else ''}{where + ': ' if where else ''}{cause}"
+    if name in ("ENOENT", "ENOTDIR", "EISDIR"):
+        return InputError(line)
+    return EnvironmentFailure(line)
+
+
+def crash_log(exc: BaseException, log_dirs: Sequence[Path]) -> Path | None:
+    """Write `exc`'s traceback to a new file in the first writable directory of `log_dirs`
+    and return its path (None when none is writable): the terminal gets one line, the
+    traceback stays for the bug report."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    for d in log_dirs:
+        try:
+            path = Path(d) / f"edgegate-error-{stamp}-{os.getpid()}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None

@@ -12,6 +12,7 @@ this module still read); ``run_dir`` is where a run's own files go.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -43,9 +44,38 @@ PREDICTIONS_FILE = "predictions.json"
 PER_SAMPLE_FILE = "per_sample.json"
 
 
-def run_dir(home: Path, run_id: int) -> Path:
-    """Where a run keeps its own files (benchmark work, predictions, per-sample records)."""
-    return Path(home) / "runs" / str(run_id)
+# The run row's details field holding the run's directory key.
+RUN_KEY_FIELD = "run_key"
+
+# (home, run id) -> key of the runs this process started: the steps after a variant's
+# row exists find its directory by the id they hold.
+_STARTED_RUN_KEYS: dict[tuple[Path, int], str] = {}
+
+
+def new_run_key() -> str:
+    """A fresh, random directory key for a run about to start (recorded in its row)."""
+    return uuid.uuid4().hex[:16]
+
+
+def open_run_dir(home: Path, run_id: int, run_key: str) -> Path:
+    """Create run `run_id`'s directory (it must not exist: a run never shares its files)
+    and remember its key for ``run_dir``."""
+    d = run_dir(home, run_id, run_key)
+    d.mkdir(parents=True, exist_ok=False)
+    _STARTED_RUN_KEYS[(Path(home).resolve(), run_id)] = run_key
+    return d
+
+
+def run_dir(home: Path, run_id: int, run_key: str | None = None) -> Path:
+    """Where a run keeps its own files (benchmark work, predictions, per-sample records):
+    ``runs/<run id>-<run key>``. Run ids restart at 1 with a new database while the home
+    stays, so the id alone could name another run's directory; the random key (in the run
+    row's details) cannot. Without `run_key`: the key of a run this process started."""
+    if run_key is None:
+        run_key = _STARTED_RUN_KEYS.get((Path(home).resolve(), run_id))
+        if run_key is None:
+            raise LookupError(f"run {run_id} was not started by this process under {home}; pass its run_key")
+    return Path(home) / "runs" / f"{run_id}-{run_key}"
 
 
 def artifacts_of_kind(artifacts: Iterable[Mapping[str, Any]], kind: ArtifactKind) -> list[Mapping[str, Any]]:

@@ -6,7 +6,6 @@ the resume test reuses that quantization on a second device with the same AIMET 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fakes import race_workers
 from fakes.db_writers import GRAPHS, METRICS, concurrent_writes
+from fakes.race_workers import race
 from fakes.fleet_cells import ScriptedRunner
 from fakes.postgres import postgres_server  # noqa: F401  (a fixture)
 from sqlalchemy import create_engine, func, select, text
@@ -112,3 +114,28 @@ def test_fleet_on_postgres_parallel_workers(postgres_server, tmp_path: Path) -> 
     engine.dispose()
     assert compared == 16  # night 2 compared every cell with night 1
     assert os.path.isdir(tmp_path / "home" / "locks")
+
+
+# Issue 15: a fresh SQLite database opened by several processes at once (a fleet starts
+# its cells together), and first runs racing for the golden. Real processes, a few trials.
+
+
+def test_concurrent_first_opens_of_a_fresh_sqlite_db(tmp_path: Path) -> None:
+    for trial in range(4):
+        url = f"sqlite:///{tmp_path / f't{trial}' / 'eg.db'}"
+        assert race(race_workers.open_db, [(url,)] * 4) == ["ok"] * 4, f"trial {trial}"
+
+
+def test_two_first_baselines_one_golden(tmp_path: Path) -> None:
+    """Each racer measured a baseline; exactly one becomes the golden, and every racer is
+    told which (the losers then compare against it)."""
+    for trial in range(3):
+        url = f"sqlite:///{tmp_path / f'eg{trial}.db'}"
+        ExperimentDB(url)  # the tables exist: this race is about the golden only
+        out = race(race_workers.claim_golden, [(url, w) for w in range(4)])
+        assert all(isinstance(o, tuple) for o in out), out
+        winners = {golden for _, golden in out}
+        assert len(winners) == 1
+        (winner,) = winners
+        assert winner in {rid for rid, _ in out}
+        assert ExperimentDB(url).golden("p", "d") == winner

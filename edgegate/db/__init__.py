@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from edgegate.db.engine import (
     DEFAULT_DB_DIR,
+    database_error,
     default_url,
     engine_url,
     first_line,
     open_engine,
     pid_alive,
 )
-from edgegate.db.experiment import ExperimentDB, Run, StoredMetric
+from edgegate.db.experiment import ExperimentDB, Run, StoredMetric, in_id_range
 from edgegate.db.schema import (
     ADDED_COLUMNS,
     AihubJobRow,
@@ -54,9 +55,11 @@ __all__ = [
     "RunRow",
     "StoredMetric",
     "create_tables",
+    "database_error",
     "default_url",
     "engine_url",
     "first_line",
+    "in_id_range",
     "open_engine",
     "pid_alive",
     "utcnow",

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from edgegate.db.schema import Base, create_tables
-from edgegate.errors import InputError
+from edgegate.errors import EdgeGateError, EnvironmentFailure, InputError, os_error
 
 DEFAULT_DB_DIR = ".edgegate"
 
@@ -47,13 +47,18 @@ def open_engine(url: str) -> Engine:
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(engine_url(url), future=True)
-    except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
+    except OSError as exc:  # the URL is fine, its directory cannot be made (read-only, full)
+        raise os_error(exc, f"--db {url}") from exc
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
         raise InputError(f"--db: cannot open database URL '{url}': {first_line(exc)}") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    _opened.append(url)
     try:
         create_tables(engine, Base.metadata)
     except SQLAlchemyError as exc:
+        if failure_cause(exc) is not None:  # the database is there but damaged or unwritable
+            raise database_error(exc, url) from exc
         raise InputError(f"--db: cannot use database '{url}': {exc.__class__.__name__}: {first_line(exc)}") from exc
     return engine
 
@@ -61,8 +66,8 @@ def open_engine(url: str) -> Engine:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL + a long busy timeout: many processes of a fleet write one SQLite file at once.
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits on other openers
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -75,3 +80,35 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# SQLite's words for a damaged or unwritable database, and ours for the user. ("file is not
+# a database" is not here: --db naming some other file is bad input, exit 2.)
+_DB_CAUSES = (
+    ("malformed", "the database file is damaged (database disk image is malformed); restore it from a "
+                  "backup or point --db / EDGEGATE_DB at a new file"),
+    ("disk is full", "disk full"),
+    ("disk i/o error", "disk I/O error"),
+    ("readonly database", "read-only database (the file or its directory cannot be written)"),
+    ("unable to open database", "cannot open the database file"),
+)
+
+
+def failure_cause(exc: SQLAlchemyError) -> str | None:
+    """What is wrong with the database file or its disk, in the user's words; None when
+    `exc` is not such a failure (a bad URL, a bug)."""
+    text = first_line(exc).lower()
+    return next((words for key, words in _DB_CAUSES if key in text), None)
+
+
+def database_error(exc: SQLAlchemyError, url: str | None = None) -> EdgeGateError:
+    """A database failure as one line naming the database and the cause: an environment
+    failure (exit 3), since the input that named it was fine."""
+    cause = failure_cause(exc) or f"{type(exc).__name__}: {first_line(exc)}"
+    where = url or (_opened[-1] if _opened else default_url())
+    return EnvironmentFailure(f"database {where}: {cause}")
+
+
+# URLs open_engine opened in this process, last one last: names the database in a failure
+# that surfaces without it (the CLI's handler sees only the exception).
+_opened: list[str] = []

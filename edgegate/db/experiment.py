@@ -9,6 +9,7 @@ marked "aborted" the next time the database is opened on that host.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from edgegate.db.engine import default_url, first_line, open_engine, pid_alive
@@ -33,6 +34,16 @@ from edgegate.db.schema import (
     utcnow,
 )
 from edgegate.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Integer primary keys are signed 64-bit on SQLite and PostgreSQL.
+_MAX_ID = 2**63 - 1
+
+
+def in_id_range(value: int) -> bool:
+    """Whether `value` can be a row id at all (larger ones overflow the driver)."""
+    return 0 <= value <= _MAX_ID
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,8 @@ class ExperimentDB:
                 row.report_path = path
 
     def get_run(self, run_id: int) -> Run | None:
+        if not in_id_range(run_id):  # a 30-digit id is no run, not an OverflowError
+            return None
         with Session(self.engine) as s:
             row = s.get(RunRow, run_id)
             return _run(row) if row else None
@@ -148,13 +161,18 @@ class ExperimentDB:
             return [_run(r) for r in s.scalars(q)]
 
     def _recover_stale(self) -> None:
+        """Mark "aborted" the rows of this host's dead processes. A database that cannot be
+        written now (full disk, read-only file) is still read: the rows wait for a later open."""
         host = socket.gethostname()
-        with Session(self.engine) as s, s.begin():
-            for row in s.scalars(select(RunRow).where(RunRow.status == "running", RunRow.host == host)):
-                if row.pid != os.getpid() and not pid_alive(row.pid):
-                    row.status = "aborted"
-                    row.ended_at = row.ended_at or utcnow()
-                    row.error = row.error or "process exited without finishing the run"
+        try:
+            with Session(self.engine) as s, s.begin():
+                for row in s.scalars(select(RunRow).where(RunRow.status == "running", RunRow.host == host)):
+                    if row.pid != os.getpid() and not pid_alive(row.pid):
+                        row.status = "aborted"
+                        row.ended_at = row.ended_at or utcnow()
+                        row.error = row.error or "process exited without finishing the run"
+        except OperationalError as exc:
+            log.warning("%s: stale runs not marked aborted: %s", self.url, first_line(exc))
 
     # -- measurements ----------------------------------------------------------
 
@@ -297,6 +315,23 @@ class ExperimentDB:
         with Session(self.engine) as s:
             row = s.get(GoldenRow, (pipeline, device))
             return row.run_id if row else None
+
+    def claim_golden(self, pipeline: str, device: str, run_id: int) -> int:
+        """Make `run_id` the golden unless one exists; returns the golden now stored. Two first
+        runs racing both measure a baseline, and exactly one becomes the golden: the other
+        compares against it (an INSERT that the primary key lets only one process win)."""
+        for _ in range(3):
+            try:
+                with Session(self.engine) as s, s.begin():
+                    if s.get(GoldenRow, (pipeline, device)) is None:
+                        s.add(GoldenRow(pipeline=pipeline, device=device, run_id=run_id, set_at=utcnow()))
+            except IntegrityError:  # another process inserted it between our read and our insert
+                if self.golden(pipeline, device) is None:
+                    raise  # not that race: a bad run id
+            winner = self.golden(pipeline, device)
+            if winner is not None:
+                return winner
+        raise InputError(f"golden of {pipeline} on {device} keeps being cleared while run {run_id} claims it")
 
     def set_golden(self, pipeline: str, device: str, run_id: int) -> None:
         with Session(self.engine) as s, s.begin():

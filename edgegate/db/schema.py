@@ -8,6 +8,7 @@ a column added to an existing table is listed in ``ADDED_COLUMNS``), never renam
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 from sqlalchemy import (
@@ -21,7 +22,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -168,8 +169,26 @@ class AihubJobRow(Base):
 
 
 def create_tables(engine: Any, metadata: Any) -> None:
-    """create_all, safe when many processes open a fresh PostgreSQL database at once (a fleet):
-    without the lock two of them race to CREATE TABLE and one fails with DuplicateTable."""
+    """create_all, safe when many processes open a fresh database at once (a fleet starts
+    its cells together). PostgreSQL: an advisory lock serialises them. SQLite runs DDL
+    outside a transaction, so two processes can both see a table missing and one then fails
+    with "table ... already exists": that means another process made progress, so look
+    again (create_all skips what exists now); each retry has one table fewer to race for."""
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            _create_tables_once(engine, metadata)
+            return
+        except OperationalError as exc:
+            if "already exists" not in str(exc).lower() or attempt == _CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+
+
+# more than the tables and indexes there are: every failed attempt saw one of them appear
+_CREATE_ATTEMPTS = 40
+
+
+def _create_tables_once(engine: Any, metadata: Any) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(74657)"))  # any constant shared by all callers

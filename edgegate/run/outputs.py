@@ -8,6 +8,8 @@ and dtype, so they load back exactly: a later run's FP32 reference) and ``per_sa
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgegate.artifacts import atomic_write
+from edgegate.errors import EnvironmentFailure
 from edgegate.packs.adapters import Prediction
 from edgegate.packs.scorers import Scorer, ScoreResult
 from edgegate.results import PER_SAMPLE_FILE, PREDICTIONS_FILE, ArtifactKind, run_dir
@@ -38,20 +42,40 @@ def predictions_json(samples: Sequence[Sample], preds: Sequence[Prediction]) -> 
     return out
 
 
-def load_predictions(path: Path, samples: Sequence[Sample]) -> list[dict[str, np.ndarray]] | None:
-    """The stored predictions for exactly these samples, or None if they do not match."""
-    if not path.is_file():
+def load_predictions(
+    path: Path, samples: Sequence[Sample], sha256: str | None = None
+) -> list[dict[str, np.ndarray]] | None:
+    """The stored predictions for exactly these samples, or None if they do not match:
+    missing, unreadable, not the `sha256` recorded when they were written, or made on
+    other samples. None means "recompute", never a crash of every later run."""
+    data = read_recorded(path, sha256)
+    if data is None:
         return None
-    by_id = {d["id"]: d for d in json.loads(path.read_text())}
-    out = []
-    for s in samples:
-        d = by_id.get(s.id)
-        if d is None or d.get("sha256") != s.sha256:
-            return None
-        out.append(
-            {k: np.asarray(a["data"], dtype=np.dtype(a["dtype"])).reshape(a["shape"]) for k, a in d["arrays"].items()}
-        )
+    try:
+        by_id = {d["id"]: d for d in json.loads(data)}
+        out = []
+        for s in samples:
+            d = by_id.get(s.id)
+            if d is None or d.get("sha256") != s.sha256:
+                return None
+            out.append(
+                {k: np.asarray(a["data"], dtype=np.dtype(a["dtype"])).reshape(a["shape"]) for k, a in d["arrays"].items()}
+            )
+    except (ValueError, KeyError, TypeError):
+        return None
     return out
+
+
+def read_recorded(path: Path, sha256: str | None) -> bytes | None:
+    """A recorded file's bytes, or None when it is missing or differs from its recorded
+    `sha256` (a file cut short by a full disk or changed since: as good as missing)."""
+    try:
+        data = Path(path).read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        return None
+    return data
 
 
 def write_variant_outputs(
@@ -64,22 +88,32 @@ def write_variant_outputs(
     scorers: Sequence[Scorer],
     scores: Sequence[ScoreResult],
 ) -> list[ArtifactFile]:
-    """Write a variant's files into its run directory; returns them as artifacts to record."""
+    """Write a variant's files into its run directory (each atomically: a later run reads
+    them, and a crash or a full disk must not leave half a file under the final name);
+    returns them as artifacts to record."""
     d = run_dir(home, run_id)
-    d.mkdir(parents=True, exist_ok=True)
     files: list[ArtifactFile] = []
     for g in graphs:
         path = d / f"bench_inputs_{g}.npz"
-        np.savez(path, **{k: np.asarray(v) for k, v in bench_inputs[g].items()})
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in bench_inputs[g].items()})
+        atomic_write(path, buf.getvalue())
         files.append((ArtifactKind.BENCH_INPUTS, g, path))
     pred_path = d / PREDICTIONS_FILE
-    pred_path.write_text(json.dumps(predictions_json(samples, predictions)))
+    atomic_write(pred_path, json.dumps(predictions_json(samples, predictions)))
     per_sample = d / PER_SAMPLE_FILE
-    per_sample.write_text(json.dumps({sc.name: sr.per_sample for sc, sr in zip(scorers, scores)}, default=str))
+    atomic_write(per_sample, json.dumps({sc.name: sr.per_sample for sc, sr in zip(scorers, scores)}, default=str))
     files += [(ArtifactKind.PREDICTIONS, None, pred_path), (ArtifactKind.PER_SAMPLE_SCORES, None, per_sample)]
     return files
 
 
 def read_per_sample(home: Path, run_id: int) -> dict[str, list[dict[str, Any]]]:
-    """scorer name -> per-sample records of a run of this home."""
-    return json.loads((run_dir(home, run_id) / PER_SAMPLE_FILE).read_text())
+    """scorer name -> per-sample records of a run this process started under this home."""
+    path = run_dir(home, run_id) / PER_SAMPLE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise EnvironmentFailure(f"{path}: per-sample records unreadable ({exc}); was the disk full?") from None
+    if not isinstance(data, dict):
+        raise EnvironmentFailure(f"{path}: per-sample records are not a JSON object")
+    return data

@@ -3,10 +3,12 @@
 ``run_pipeline`` does, in order:
 
 1. Load and check the pipeline, the device, the PromptPack (hashes verified), the adapter
-   (host glue), the scorers and the target (``run.context``); resolve the signing key.
+   (host glue), the scorers and the target (``run.context``); resolve the signing key;
+   decode every sample the run will read (``run.inputs``), so bad data fails here.
 2. Export every graph of the model to FP32 ONNX (content-addressed).
 3. Golden: when the pipeline has no golden on this device (or ``rebaseline``), run the
-   FP32 baseline (compile, benchmark, infer + score) and store its metrics as golden.
+   FP32 baseline (compile, benchmark, infer + score) and store its metrics as golden. Two
+   first runs racing: one baseline becomes the golden, the other run compares against it.
 4. Quantize the candidate with AIMET, calibrated on the pack's calibration split through
    the FP32 cascade (cached by input digests).
 5. Compile the INT8 graphs for the target (cached).
@@ -49,10 +51,12 @@ from edgegate.results import ArtifactKind, PipelineResult, VariantResult, first_
 from edgegate.run.checks import (
     CheckOutcome,
     check_reproducible,
+    gates_not_applicable,
     search_adversarial,
     strict_gates,
 )
 from edgegate.run.context import load_context
+from edgegate.run.inputs import check_run_samples
 from edgegate.run.models import weight_bytes
 from edgegate.run.outputs import ArtifactFile, load_predictions
 from edgegate.run.runners import benchmark_feeds, collect_graph_inputs, cpu_runner
@@ -90,7 +94,8 @@ def _golden(
     scope: RunScope, golden_id: int, notes: list[str]
 ) -> tuple[VariantResult, list[Prediction] | None]:
     """Step 3, when a golden exists: its stored measurements and predictions (None when
-    its predictions file is gone or was made on other samples)."""
+    its predictions file is gone, damaged (sha256 differs from the recorded one) or was
+    made on other samples)."""
     ctx, db = scope.ctx, scope.db
     golden_run = db.get_run(golden_id)
     if golden_run is not None and golden_run.pack_digest != ctx.pack.digest:
@@ -101,7 +106,8 @@ def _golden(
         )
     baseline = golden_variant(db, golden_id)
     pred_art = first_artifact(baseline.artifacts, ArtifactKind.PREDICTIONS)
-    preds = load_predictions(Path(pred_art["path"]), scope.eval_samples) if pred_art is not None else None
+    preds = (load_predictions(Path(pred_art["path"]), scope.eval_samples, pred_art["sha256"])
+             if pred_art is not None else None)
     if golden_run is not None and golden_run.model_digest != scope.model_digest:
         notes.append(
             f"the FP32 model differs from golden run {golden_id}'s ({golden_run.model_digest[:19]}); "
@@ -127,6 +133,7 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     # 1. load and check everything (the signing key too: say now, not after the run, if none)
     signing = prepare_signing(opts.evidence, opts.signing_key)
     ctx = load_context(pipeline_path, device=opts.device, home=opts.home)
+    check_run_samples(ctx.spec, ctx.pack)
     if signing.problem:  # after the inputs check out, so a bad input stays a single error line
         progress.info(signing.problem)
     db = ExperimentDB(opts.db_url)
@@ -164,14 +171,22 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
             inputs=fp32_inputs,
         ))
         baseline, baseline_preds = measured.result, measured.predictions
-        db.set_golden(spec.name, ctx.device.name, baseline.run_id)
-        golden_id = baseline.run_id
-        progress.info(f"stored run {golden_id} as golden for {spec.name} on {ctx.device.name}")
+        if opts.rebaseline:
+            db.set_golden(spec.name, ctx.device.name, baseline.run_id)
+            golden_id = baseline.run_id
+        else:  # another first run may have stored its baseline meanwhile: the first one wins
+            golden_id = db.claim_golden(spec.name, ctx.device.name, baseline.run_id)
+        if golden_id == baseline.run_id:
+            progress.info(f"stored run {golden_id} as golden for {spec.name} on {ctx.device.name}")
+        else:
+            notes.append(f"run {golden_id} became the golden while this run measured its baseline "
+                         f"(run {baseline.run_id}); the candidate is compared with the golden")
+            baseline, baseline_preds = _golden(scope, golden_id, notes)
     if baseline_preds is None:
         # The golden's predictions are gone from disk: recompute the FP32 reference here.
         with progress.stage("recompute FP32 reference predictions"):
             baseline_preds = evaluate(ctx.adapter, fp32_run, eval_samples, [], None, progress, "fp32 reference").predictions
-        notes.append("FP32 reference predictions were recomputed on the host CPU (golden's file missing)")
+        notes.append("FP32 reference predictions were recomputed on the host CPU (golden's file missing or damaged)")
 
     # 4. quantize with AIMET, calibrated through the FP32 cascade
     with progress.stage(f"collect calibration inputs ({len(calib_samples)} samples)"):
@@ -217,6 +232,9 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     gate_results = evaluate_gates(spec.parsed_gates(), candidate.metrics, baseline.metrics)
     if opts.strict:
         gate_results = strict_gates(ctx, spec.parsed_gates(), candidate, baseline, gate_results)
+    # A check that could not measure its metrics (an adversarial search stopped by its time cap)
+    # makes the gates on them n/a with its reason: never a pass or fail from a smaller search.
+    gate_results = gates_not_applicable(gate_results, [repro, adversarial])
     passed = verdict(gate_results)
     report_path = opts.report_path or (ctx.home / "reports" / f"{spec.name}-{candidate.run_id}.json")
     result = PipelineResult(

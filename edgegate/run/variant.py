@@ -10,6 +10,7 @@ recorded in the row's details and carried in the result (``VariantResult.toolcha
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from edgegate.metrics import Measurement, Source
 from edgegate.packs.adapters import Prediction
 from edgegate.packs.sample import Sample
 from edgegate.progress import Progress
-from edgegate.results import ArtifactKind, VariantResult, run_dir
+from edgegate.results import RUN_KEY_FIELD, ArtifactKind, VariantResult, new_run_key, open_run_dir
 from edgegate.run.context import RunContext
 from edgegate.run.outputs import ArtifactFile, write_variant_outputs
 from edgegate.run.runners import GraphFeeds, variant_runner
@@ -35,6 +36,8 @@ from edgegate.run.stages import (
 from edgegate.stats import summarize_latency
 from edgegate.targets.base import BenchmarkResult, Target, Variant
 from edgegate.toolchain import Toolchain, graph_toolchain, recorded_toolchain, run_toolchain
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ def record_artifact(db: ExperimentDB, run_id: int, kind: ArtifactKind, graph: st
 def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
     """Steps 5-7 for one variant: compile, benchmark, infer + score; one database row."""
     ctx, db, progress, target, variant = scope.ctx, scope.db, scope.progress, plan.target, plan.variant
+    run_key = new_run_key()  # names the run's directory: ids repeat across databases, keys do not
     run_id = db.start_run(
         invocation=scope.invocation,
         pipeline=ctx.spec.name,
@@ -106,12 +110,14 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
             "edgegate": __version__,
             "pipeline_path": str(Path(ctx.spec.source_path).resolve()),
             "scorers": [sc.name for sc in ctx.scorers],
+            RUN_KEY_FIELD: run_key,
         },
     )
     status, error = "error", None
     toolchain: Toolchain | None = None  # known once the graphs ran
-    target.attach_run(db, run_id)  # remote targets record their jobs against this run (AI Hub's ledger)
     try:
+        work_dir = open_run_dir(ctx.home, run_id, run_key)
+        target.attach_run(db, run_id)  # remote targets record their jobs against this run (AI Hub's ledger)
         # 5. compile
         with progress.stage(f"{variant.value}: compile for {target.name}"):
             compiled = compile_graphs(target, plan.onnx_paths, scope.cache, variant)
@@ -121,7 +127,7 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
                             f"{b.processes} process{'es' if b.processes > 1 else ''})"):
             bench = target.benchmark(
                 list(compiled.values()), scope.bench_feeds, warmup=b.warmup, repeats=b.repeats,
-                min_seconds=b.min_seconds, work_dir=run_dir(ctx.home, run_id), processes=b.processes,
+                min_seconds=b.min_seconds, work_dir=work_dir, processes=b.processes,
             )
         compiled = with_placement(compiled, bench)
         toolchain = run_toolchain(
@@ -161,8 +167,22 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         error = exc.message if isinstance(exc, EdgeGateError) else f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        target.close()  # board targets remove their scratch files on the board and disconnect here
+        try:
+            target.close()  # board targets remove their scratch files on the board and disconnect here
+        finally:
+            _finish(db, run_id, status, error, toolchain)
+
+
+def _finish(db: ExperimentDB, run_id: int, status: str, error: str | None, toolchain: Toolchain | None) -> None:
+    """End the row with its final status. When the database cannot take it (a full disk),
+    the row says "running" with this process gone, and the next open of the database
+    marks it aborted (``ExperimentDB``); the failure that ended the run is what propagates."""
+    try:
         db.finish_run(run_id, status, error=error, details=None if toolchain is None else {"toolchain": toolchain})
+    except Exception as exc:  # noqa: BLE001  never mask the run's own failure with the bookkeeping's
+        if status != "error":
+            raise
+        log.warning("run %s: final status '%s' not stored: %s", run_id, status, exc)
 
 
 def golden_variant(db: ExperimentDB, golden_id: int) -> VariantResult:
