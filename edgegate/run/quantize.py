@@ -58,7 +58,8 @@ def aimet_version() -> str:
     return str(getattr(aimet_torch, "__version__", "unknown"))
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch RNGs from one seed (AdaRound draws from torch's)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -78,6 +79,12 @@ def _as_tuple(batch: Sequence[np.ndarray]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(b)) for b in batch)
 
 
+def check_calibration(calibration: Sequence[object], stem: str) -> None:
+    """A graph needs at least one calibration batch (the quantizers' ranges come from them)."""
+    if not calibration:
+        raise InputError(f"quantize {stem}: no calibration batches (check quantization.calibration)")
+
+
 # AIMET's calibration sums floats; with another thread count the order of the sums changes and
 # a scale moves by an ulp (seen: 0.05832527577877045 vs 0.058325279504060745 for P-Net with 2
 # threads vs 1). One thread makes the encodings the same bytes on every machine, whatever its
@@ -86,7 +93,8 @@ QUANTIZE_THREADS = 1
 
 
 @contextmanager
-def _torch_threads(n: int):
+def torch_threads(n: int):
+    """torch's intra-op thread count set to `n` for the block (also usable as a decorator)."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -95,7 +103,7 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-@_torch_threads(QUANTIZE_THREADS)
+@torch_threads(QUANTIZE_THREADS)
 def quantize_graph(
     model: torch.nn.Module,
     input_names: Sequence[str],
@@ -110,12 +118,11 @@ def quantize_graph(
     `calibration` is a list of batches, each a tuple of input arrays in `input_names`
     order, with exactly the shapes the graph is compiled for.
     """
-    if not calibration:
-        raise InputError(f"quantize {stem}: no calibration batches (check quantization.calibration)")
+    check_calibration(calibration, stem)
     from aimet_torch import onnx as aimet_onnx
     from aimet_torch.common import quantsim as aimet_common_quantsim
 
-    _seed_everything(settings.seed)
+    seed_everything(settings.seed)
     # AIMET logs every step at INFO on its own "Quant" logger; keep it to warnings.
     logging.getLogger("Quant").setLevel(logging.WARNING)
     model = model.eval()
@@ -178,7 +185,7 @@ def quantize_graph(
         raise QuantizeError(f"AIMET quantization of graph '{stem}' failed: {type(exc).__name__}: {exc}") from exc
 
     encodings = plain.with_suffix(".encodings")
-    _normalise_json(encodings)
+    normalise_json(encodings)
     return QuantizedGraph(qdq, encodings, plain, len(batches))
 
 
@@ -220,7 +227,7 @@ def _adaround(model, sim, dummy, batches, settings: QuantizeSettings, out_dir: P
     return sim
 
 
-def _normalise_json(path: Path) -> None:
+def normalise_json(path: Path) -> None:
     """Rewrite a JSON file with sorted keys so equal encodings give equal bytes."""
     data = json.loads(path.read_text())
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

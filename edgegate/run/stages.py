@@ -34,6 +34,7 @@ from edgegate.targets.base import BenchmarkResult, CompiledGraph, Target, Varian
 
 if TYPE_CHECKING:
     from edgegate.packs.sample import Sample
+    from edgegate.run.qnn_config import QnnEpConfig
     from edgegate.run.quantize import QuantizeSettings
 
 
@@ -106,13 +107,18 @@ def quantize_graphs(
     cache: ArtifactCache,
     progress: Progress,
 ) -> dict[str, QuantizedFiles]:
-    """Step 4: AIMET QuantSim per graph, cached by (graph digests, settings, data, AIMET)."""
+    """Step 4: AIMET QuantSim per graph (aimet-torch for torch graphs, aimet-onnx for ONNX
+    sources), with AIMET's config adjusted where the graph has what ONNX Runtime's QNN EP
+    does not compile (``run.qnn_config``); cached by (graph digests, settings, data, AIMET)."""
+    from edgegate.run.qnn_config import graph_op_chains, qnn_ep_config, read_aimet_config
     from edgegate.run.quantize import QUANTIZE_THREADS, aimet_version, quantize_graph
+    from edgegate.run.quantize_onnx import aimet_onnx_version, quantize_onnx_graph
 
     settings = quantize_settings(ctx)
     config_id = ctx.aimet_config
     if Path(config_id).is_file():
         config_id = "sha256:" + sha256_file(Path(config_id))
+    aimet_config = read_aimet_config(settings.config)
     out: dict[str, QuantizedFiles] = {}
     for g in ctx.graphs:
         batches = calibration.get(g.name, [])
@@ -121,28 +127,44 @@ def quantize_graphs(
                 f"{ctx.spec.source_path}: quantization.calibration: the calibration samples never "
                 f"reached graph '{g.name}' (the cascade stopped earlier); use more or other samples"
             )
+        qnn = qnn_ep_config(aimet_config, graph_op_chains(fp32[g.name]))
         key = {
             "graph": g.name,
             "fp32": {n: sha256_file(p) for n, p in fp32.items()},  # calibration of later graphs runs earlier ones
-            "settings": {**settings.__dict__, "config": config_id},
+            "settings": {**settings.__dict__, "config": qnn.digest if qnn is not None else config_id},
             "calibration": digest_json([[array_digest(a) for a in b] for b in batches]),
-            "aimet": aimet_version(),
+            "aimet": aimet_version() if g.is_torch else f"aimet-onnx {aimet_onnx_version()}",
             "edgegate": __version__,
             "threads": QUANTIZE_THREADS,
         }
 
-        def build(d: Path, g: GraphSource = g, batches: list[tuple[np.ndarray, ...]] = batches) -> dict[str, Any]:
-            model = load_torch_model(g)
-            res = quantize_graph(model, g.input_names, g.output_names, batches, settings, d, g.name)
+        def build(
+            d: Path,
+            g: GraphSource = g,
+            batches: list[tuple[np.ndarray, ...]] = batches,
+            qnn: QnnEpConfig | None = qnn,
+        ) -> dict[str, Any]:
+            s = settings
+            if qnn is not None:  # the adjusted config, kept beside what it made
+                s = dataclasses.replace(settings, config=str(qnn.write(d / f"{g.name}_aimet_config.json")))
+            if g.is_torch:
+                res = quantize_graph(load_torch_model(g), g.input_names, g.output_names, batches, s, d, g.name)
+            else:
+                res = quantize_onnx_graph(fp32[g.name], g.input_names, batches, s, d, g.name)
             # The entry's manifest names its files by artifact kind (targets/aihub.py reads them too).
-            return {
+            meta: dict[str, Any] = {
                 ArtifactKind.QDQ_ONNX.value: res.qdq_onnx.name,
                 ArtifactKind.ENCODINGS.value: res.encodings.name,
                 ArtifactKind.ENCODINGS_ONNX.value: res.encodings_onnx.name,
                 "calibration_batches": res.num_calibration_batches,
             }
+            if qnn is not None:
+                meta.update(aimet_config=f"{g.name}_aimet_config.json", qnn_ep_adjustments=list(qnn.changes))
+            return meta
 
-        with progress.stage(f"quantize {g.name} (AIMET {ctx.aimet_config}, {len(batches)} calibration batches)"):
+        what = ctx.aimet_config + ("" if g.is_torch else " via aimet-onnx")
+        what += f" for QNN's EP: {', '.join(qnn.changes)}" if qnn is not None else ""
+        with progress.stage(f"quantize {g.name} (AIMET {what}, {len(batches)} calibration batches)"):
             e = cache.get_or_build("quantized", key, build)
         out[g.name] = QuantizedFiles(*(
             e.file(e.meta[k.value]) for k in (ArtifactKind.QDQ_ONNX, ArtifactKind.ENCODINGS, ArtifactKind.ENCODINGS_ONNX)
