@@ -1,0 +1,5 @@
+"""``python -m edgegate.cli``: the same as the ``edgegate`` command."""
+
+from edgegate.cli import main
+
+main()
