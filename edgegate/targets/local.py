@@ -173,7 +173,7 @@ class CpuTarget(_OrtTarget):
         return {
             "kind": "cpu",
             "name": self.name,
-            "runtime": "onnxruntime-cpu",
+            "runtime": "onnxruntime-cpu (QDQ ops unfused)",  # see ort_runtime.CPU_DISABLED_OPTIMIZERS
             "chipset": None,
             "arch": None,
             "timing_source": self.source.value,
