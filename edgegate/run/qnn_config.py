@@ -131,3 +131,69 @@ def qnn_ep_config(config: Mapping[str, Any], chains: Collection[tuple[str, ...]]
             op_cfg[op] = {**entry, "per_channel_quantization": "False"}
             changes.append(f"{op} weights per-tensor")
     return QnnEpConfig(out, tuple(changes)) if changes else None
+
+
+# ----------------------------------------------------------------------------- int32 biases
+
+INT32_MAX = 2**31 - 1
+# What the QDQ export does after AIMET's (part of the quantize cache key): 2 = per-channel
+# int32 biases re-quantized on the QNN EP's grid (align_bias_scales).
+QDQ_EXPORT = 2
+
+
+def align_bias_scales(qdq_path: Path) -> list[str]:
+    """Give every per-channel int32 bias of a QDQ graph the scale the QNN EP assumes:
+    input scale x weight scale, per output channel. Returns the biases it re-quantized.
+
+    AIMET's export sometimes picks its own per-channel bias scale (MobileNetV2's classifier:
+    |bias| / 2^31, every value at the int32 edge). ONNX Runtime's CPU kernels dequantize that
+    exactly, but the QNN EP reads the int32 values in units of input x weight scale, so on
+    v68+ (per-channel) the logits came out unrelated to FP32 (cosine 0.03). The float bias is
+    recomputed from the stored values and quantized again on the EP's grid; per-tensor biases
+    (RB5's v66 configs) and biases already on that grid are left alone, and a graph with nothing
+    to change is not rewritten (its bytes stay the same).
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(qdq_path))
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def dq_scale(tensor: str) -> np.ndarray | None:
+        node = producer.get(tensor)
+        if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in inits:
+            return None
+        return numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+
+    changed: list[str] = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.input) < 3:
+            continue
+        bias_dq = producer.get(node.input[2])
+        if bias_dq is None or bias_dq.op_type != "DequantizeLinear":
+            continue
+        if not any(a.name == "axis" for a in bias_dq.attribute):  # per-tensor: not ours to touch
+            continue
+        q_name, s_name = bias_dq.input[0], bias_dq.input[1]
+        if q_name not in inits or s_name not in inits:
+            continue
+        x_scale, w_scale = dq_scale(node.input[0]), dq_scale(node.input[1])
+        if x_scale is None or w_scale is None or x_scale.size != 1:
+            continue
+        q = numpy_helper.to_array(inits[q_name])
+        scale = numpy_helper.to_array(inits[s_name]).astype(np.float64)
+        if q.dtype != np.int32:
+            continue
+        want = (x_scale.reshape(()) * w_scale).reshape(-1) * np.ones(q.shape[0])
+        if np.allclose(scale, want, rtol=1e-6, atol=0.0):
+            continue
+        bias = q.astype(np.float64) * scale
+        new_q = np.clip(np.rint(bias / want), -INT32_MAX - 1, INT32_MAX).astype(np.int32)
+        inits[q_name].CopyFrom(numpy_helper.from_array(new_q, q_name))
+        inits[s_name].CopyFrom(numpy_helper.from_array(want.astype(np.float32), s_name))
+        changed.append(node.input[2])
+    if changed:
+        onnx.save(model, str(qdq_path))
+    return changed

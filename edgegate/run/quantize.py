@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from edgegate.errors import EdgeGateError, InputError
+from edgegate.run.qnn_config import align_bias_scales
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ def quantize_graph(
                 opset_version=opset,
                 dynamo=False,
             )
+            align_bias_scales(qdq)  # per-channel int32 biases on the QNN EP's grid
             # ONNX + .encodings (1.0.0: the format QNN's converters read for v66 parts)
             aimet_common_quantsim.encoding_version = "1.0.0"
             plain = out_dir / f"{stem}.onnx"

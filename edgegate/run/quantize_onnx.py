@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from edgegate.errors import InputError
+from edgegate.run.qnn_config import align_bias_scales
 from edgegate.run.quantize import (
     QUANTIZE_THREADS,
     QuantizedGraph,
@@ -95,6 +96,7 @@ def quantize_onnx_graph(
             sim.compute_encodings(batches)
             # int32 biases (scale = input scale x weight scale), as aimet_torch.onnx.export writes them
             onnx.save(sim.to_onnx_qdq(export_int32_bias=True), str(qdq))
+            align_bias_scales(qdq)  # per-channel int32 biases on the QNN EP's grid
             sim.export(str(out_dir), stem, encoding_version="1.0.0")
             del sim  # its session reads files in tmp
     except (InputError, QuantizeError):

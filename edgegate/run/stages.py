@@ -110,7 +110,7 @@ def quantize_graphs(
     """Step 4: AIMET QuantSim per graph (aimet-torch for torch graphs, aimet-onnx for ONNX
     sources), with AIMET's config adjusted where the graph has what ONNX Runtime's QNN EP
     does not compile (``run.qnn_config``); cached by (graph digests, settings, data, AIMET)."""
-    from edgegate.run.qnn_config import graph_op_chains, qnn_ep_config, read_aimet_config
+    from edgegate.run.qnn_config import QDQ_EXPORT, graph_op_chains, qnn_ep_config, read_aimet_config
     from edgegate.run.quantize import QUANTIZE_THREADS, aimet_version, quantize_graph
     from edgegate.run.quantize_onnx import aimet_onnx_version, quantize_onnx_graph
 
@@ -136,6 +136,7 @@ def quantize_graphs(
             "aimet": aimet_version() if g.is_torch else f"aimet-onnx {aimet_onnx_version()}",
             "edgegate": __version__,
             "threads": QUANTIZE_THREADS,
+            "qdq_export": QDQ_EXPORT,
         }
 
         def build(
