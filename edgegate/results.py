@@ -49,7 +49,6 @@ RUN_KEY_FIELD = "run_key"
 
 # (home, run id) -> key of the runs this process started: the steps after a variant's
 # row exists find its directory by the id they hold.
-_STARTED_RUN_KEYS: dict[tuple[Path, int], str] = {}
 
 
 def new_run_key() -> str:
@@ -62,19 +61,14 @@ def open_run_dir(home: Path, run_id: int, run_key: str) -> Path:
     and remember its key for ``run_dir``."""
     d = run_dir(home, run_id, run_key)
     d.mkdir(parents=True, exist_ok=False)
-    _STARTED_RUN_KEYS[(Path(home).resolve(), run_id)] = run_key
     return d
 
 
-def run_dir(home: Path, run_id: int, run_key: str | None = None) -> Path:
+def run_dir(home: Path, run_id: int, run_key: str) -> Path:
     """Where a run keeps its own files (benchmark work, predictions, per-sample records):
     ``runs/<run id>-<run key>``. Run ids restart at 1 with a new database while the home
     stays, so the id alone could name another run's directory; the random key (in the run
-    row's details) cannot. Without `run_key`: the key of a run this process started."""
-    if run_key is None:
-        run_key = _STARTED_RUN_KEYS.get((Path(home).resolve(), run_id))
-        if run_key is None:
-            raise LookupError(f"run {run_id} was not started by this process under {home}; pass its run_key")
+    row's details) cannot. A measured variant carries its directory (``VariantResult.run_dir``)."""
     return Path(home) / "runs" / f"{run_id}-{run_key}"
 
 
@@ -106,6 +100,8 @@ class VariantResult:
     # what ran the graphs (edgegate.toolchain): compiler/runtime versions, the device that ran;
     # None for a golden stored before toolchains were recorded
     toolchain: dict[str, str | None] | None = None
+    # the run's own directory (its files, the checks' work); None for a golden read back
+    run_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,8 @@ arch: v66
 
 
 @pytest.mark.parametrize(("old", "new", "problem"), [
-    ("workdir: /data/eg", "workdir: /data/my eg", "devices/dev.yaml:5: workdir: '/data/my eg' is not an absolute path"),
+    # a space is fine (the input list survives it: test_targets_qnn_remote), a quote is not
+    ("workdir: /data/eg", "workdir: \"/data/my'eg\"", "devices/dev.yaml:5: workdir: '/data/my'eg' is not an absolute path"),
     ("workdir: /data/eg", "workdir: data/eg", "devices/dev.yaml:5: workdir: 'data/eg' is not an absolute path"),
     ("qnn_sdk_device: /opt/qnn", "qnn_sdk_device: \"/opt/qnn;reboot\"",
      "devices/dev.yaml:6: qnn_sdk_device: '/opt/qnn;reboot' is not an absolute path"),

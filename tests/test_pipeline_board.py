@@ -18,7 +18,6 @@ from fakes.sshd import start_sshd
 
 from edgegate.db import ExperimentDB
 from edgegate.metrics import Source
-from edgegate.results import run_dir
 from edgegate.run.pipeline import RunOptions, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,5 +73,5 @@ def test_person_detect_on_a_board_over_ssh(tmp_path: Path) -> None:
     db = ExperimentDB(f"sqlite:///{tmp_path / 'eg.db'}")
     assert db.get_run(result.candidate.run_id).status in ("passed", "failed")  # not "error"
     assert list(work.iterdir()) == []  # scratch files removed from the board
-    profiles = run_dir(tmp_path / "home", result.candidate.run_id) / "qnn"
+    profiles = result.candidate.run_dir / "qnn"  # the run's own directory (runs/<id>-<key>)
     assert (profiles / "pnet" / "round_1" / "profile.txt").is_file()

@@ -187,7 +187,7 @@ def test_strict_gates_use_the_conservative_ci_bound(tmp_path: Path) -> None:
     (run_dir / "per_sample.json").write_text(json.dumps({"detection": records}))
     ctx = SimpleNamespace(home=tmp_path, scorers=[get_scorer("detection")])
     metrics = {"recall": Measurement(0.8, Source.COMPUTED, "ratio")}
-    cand = VariantResult(Variant.INT8, 7, {}, metrics)
+    cand = VariantResult(Variant.INT8, 7, {}, metrics, run_dir=run_dir)
     base = VariantResult(Variant.FP32, 1, {}, {"recall": Measurement(0.8, Source.COMPUTED, "ratio")})
     gates = [parse_gate("recall >= 0.75"), parse_gate("recall >= 0.9 * baseline")]
     from edgegate.gates import evaluate_gates

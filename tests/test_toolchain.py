@@ -238,7 +238,7 @@ def test_check_reproducible_on_aihub(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
     monkeypatch.setattr(reproduce, "verify_reproducible", fake_verify)
     ctx = SimpleNamespace(home=tmp_path, target=SimpleNamespace(describe=lambda: {"kind": "aihub", "qairt_version": qairt}))
-    candidate = SimpleNamespace(run_id=7, compiled={})
+    candidate = SimpleNamespace(run_id=7, compiled={}, run_dir=tmp_path / "runs" / "7-k")
     out = check_reproducible(ctx, "p.yaml", None, {}, {}, candidate, Progress(quiet=True))  # type: ignore[arg-type]
     assert asked["compile_in"] == ((False, False) if qairt == "latest" else (True, False))
     assert (out.metrics["reproducible"].value if out.metrics else None) == metric

@@ -91,9 +91,10 @@ def _text_of(pattern: str, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-# On the board, inside shell commands and qnn-net-run's space-separated input list: an
-# absolute POSIX path without spaces, quotes or other characters a shell or that list reads.
-RemotePath = Annotated[str, _text_of(r"/[A-Za-z0-9._+@%,/-]*", "an absolute path of letters, digits and ._+@%,-/ (no spaces)")]
+# On the board, inside shell commands (quoted) and qnn-net-run's input list (written so that
+# spaces and commas survive, targets/qnn_runner.py): an absolute POSIX path without quotes or
+# other characters a shell reads.
+RemotePath = Annotated[str, _text_of(r"/[A-Za-z0-9._+@%,/ -]*", "an absolute path of letters, digits, spaces and ._+@%,-/")]
 EnvName = Annotated[str, _text_of(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name")]
 EnvValue = Annotated[str, _text_of(r"[^\x00-\x1f\x7f]{0,4096}", "a one-line value of at most 4096 characters")]
 HostName = Annotated[str, _text_of(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}", "a host name or IP address")]

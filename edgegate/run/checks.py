@@ -26,7 +26,7 @@ from edgegate.metrics import Direction, Measurement, get_metric
 from edgegate.packs.adapters import SearchableAdapter
 from edgegate.packs.sample import Sample
 from edgegate.progress import Progress
-from edgegate.results import ArtifactKind, VariantResult, run_dir
+from edgegate.results import ArtifactKind, VariantResult
 from edgegate.run.adversarial import AdversarialResult, AdversarialSettings, search, write_failure_pack
 from edgegate.run.context import RunContext
 from edgegate.run.models import load_torch_model
@@ -51,6 +51,13 @@ class CheckOutcome:
 
 ADVERSARIAL_METRICS = ("adversarial_disagreement_rate", "adversarial_coverage", "fp32_robustness", "int8_robustness")
 
+
+
+def _own_dir(candidate: VariantResult) -> Path:
+    """The candidate's own run directory (the checks write their work there)."""
+    if candidate.run_dir is None:
+        raise ValueError(f"run {candidate.run_id} has no run directory of its own (a golden read back)")
+    return candidate.run_dir
 
 def gates_not_applicable(results: Sequence[GateResult], checks: Sequence[CheckOutcome | None]) -> list[GateResult]:
     """Gate results with every gate on a metric a check could not measure turned n/a, with
@@ -122,7 +129,7 @@ def check_reproducible(
     with progress.stage(f"verify reproducibility: {what} twice in fresh processes"):
         res = verify_reproducible(
             pipeline_path, device, calibration, primary,
-            work_dir=run_dir(ctx.home, candidate.run_id) / "reproduce", compile_in=plan.compile_in,
+            work_dir=_own_dir(candidate) / "reproduce", compile_in=plan.compile_in,
         )
     summary = {**res.to_dict(), **({"note": plan.note} if plan.note else {})}
     if plan.not_applicable is not None:
@@ -162,7 +169,7 @@ def search_adversarial(
         res = search(adapter, eval_samples, modules, cpu_runner(fp32), int8_run, settings)
     metrics, not_applicable = adversarial_metrics(res)
     summary = res.summary()
-    out_dir = run_dir(ctx.home, candidate.run_id) / "adversarial"
+    out_dir = _own_dir(candidate) / "adversarial"
     pack = write_failure_pack(res, out_dir, name=f"{ctx.spec.name}-adversarial-{candidate.run_id}", source_pack=ctx.pack.digest)
     summary.update({"int8_runtime": where, "findings_pack": str(pack) if pack else None,
                     "findings": [{"seed": f.seed_id, "kind": f.kind, "detail": f.detail, "linf": f.linf}
@@ -181,11 +188,11 @@ def adversarial_metrics(res: AdversarialResult) -> tuple[dict[str, Measurement],
     return computed_metrics(dict(zip(ADVERSARIAL_METRICS, values))), {}
 
 
-def candidate_cis(ctx: RunContext, run_id: int, confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+def candidate_cis(ctx: RunContext, candidate: VariantResult, confidence: float = 0.95) -> dict[str, tuple[float, float]]:
     """Bootstrap CIs of the candidate's quality metrics from its per-sample records."""
     from edgegate.stats import paired_bootstrap
 
-    records_by_scorer = read_per_sample(ctx.home, run_id)
+    records_by_scorer = read_per_sample(_own_dir(candidate))
     names = [sc.name for sc in ctx.scorers if sc.name in records_by_scorer]
     aggregate = combined_aggregate([sc for sc in ctx.scorers if sc.name in names])
     if aggregate is None or not names:
@@ -200,7 +207,7 @@ def strict_gates(
     plain: Sequence[GateResult],
 ) -> list[GateResult]:
     """Re-evaluate gates on quality metrics at the conservative end of the candidate's CI."""
-    cis = candidate_cis(ctx, candidate.run_id)
+    cis = candidate_cis(ctx, candidate)
     conservative = dict(candidate.metrics)
     for name, (lo, hi) in cis.items():
         if name in conservative:

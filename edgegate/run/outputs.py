@@ -21,7 +21,7 @@ from edgegate.artifacts import atomic_write
 from edgegate.errors import EnvironmentFailure
 from edgegate.packs.adapters import Prediction
 from edgegate.packs.scorers import Scorer, ScoreResult
-from edgegate.results import PER_SAMPLE_FILE, PREDICTIONS_FILE, ArtifactKind, run_dir
+from edgegate.results import PER_SAMPLE_FILE, PREDICTIONS_FILE, ArtifactKind
 
 if TYPE_CHECKING:
     from edgegate.packs.sample import Sample
@@ -79,8 +79,7 @@ def read_recorded(path: Path, sha256: str | None) -> bytes | None:
 
 
 def write_variant_outputs(
-    home: Path,
-    run_id: int,
+    d: Path,
     bench_inputs: Mapping[str, Mapping[str, np.ndarray]],
     graphs: Sequence[str],
     samples: Sequence[Sample],
@@ -90,8 +89,7 @@ def write_variant_outputs(
 ) -> list[ArtifactFile]:
     """Write a variant's files into its run directory (each atomically: a later run reads
     them, and a crash or a full disk must not leave half a file under the final name);
-    returns them as artifacts to record."""
-    d = run_dir(home, run_id)
+    returns them as artifacts to record. `d` is the run's own directory."""
     files: list[ArtifactFile] = []
     for g in graphs:
         path = d / f"bench_inputs_{g}.npz"
@@ -107,9 +105,9 @@ def write_variant_outputs(
     return files
 
 
-def read_per_sample(home: Path, run_id: int) -> dict[str, list[dict[str, Any]]]:
-    """scorer name -> per-sample records of a run this process started under this home."""
-    path = run_dir(home, run_id) / PER_SAMPLE_FILE
+def read_per_sample(d: Path) -> dict[str, list[dict[str, Any]]]:
+    """scorer name -> per-sample records of the run whose directory is `d`."""
+    path = d / PER_SAMPLE_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:

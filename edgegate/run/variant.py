@@ -144,7 +144,7 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         measured = variant_metrics(bench, compiled, ev.scores, plan.size_bytes)
         _store_measurements(db, run_id, measured.metrics, bench)
         outputs = write_variant_outputs(
-            ctx.home, run_id, scope.bench_feeds, list(compiled), scope.eval_samples, ev.predictions,
+            work_dir, scope.bench_feeds, list(compiled), scope.eval_samples, ev.predictions,
             ctx.scorers, ev.scores,
         )
         artifacts = [
@@ -160,7 +160,7 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
             variant, run_id, target.describe(), measured.metrics, measured.latency,
             compiled, artifacts,
             bench.memory_method, {g: n / max(1, len(scope.eval_samples)) for g, n in counts.items()},
-            toolchain=toolchain,
+            toolchain=toolchain, run_dir=work_dir,
         )
         return MeasuredVariant(result, ev.predictions)
     except BaseException as exc:
