@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python bench/harness_overhead.py
 	$(BIN)/python bench/run_wall.py
 	$(BIN)/python bench/aa_false_alarm.py
+	$(BIN)/python bench/hostile_files.py
 
 # Rebuild the PromptPacks from the photos in scikit-image and matplotlib (byte-identical output).
 pack: setup
