@@ -254,3 +254,53 @@ def test_object_detection_from_a_coco_pack() -> None:
     assert spec["evaluation"]["scorers"] == ["coco-detection"]
     assert spec["gates"] == ["map50 >= 0.98 * baseline", "detection_agreement >= 0.95", "npu_fraction >= 1.0"]
     assert _invoke("validate", "det.yaml").exit_code == 0
+
+
+def tiny_text_classifier(path: Path, *, vocab: int, length: int = 16, classes: int = 2) -> Path:
+    """An ONNX text classifier as exports have it: int64 token ids in, Gather an embedding,
+    mean over tokens, Gemm to logits."""
+    rng = np.random.default_rng(1)
+    weights = {
+        "emb": (rng.standard_normal((vocab, 8)) * 0.1).astype(np.float32),
+        "fc_w": rng.standard_normal((classes, 8)).astype(np.float32),
+        "fc_b": np.zeros(classes, np.float32),
+    }
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["e"]),
+        helper.make_node("ReduceMean", ["e"], ["m"], axes=[1], keepdims=0),
+        helper.make_node("Gemm", ["m", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tinytext", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, length])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_int64_token_ids_from_init_to_a_run() -> None:
+    """A text model whose graph takes int64 token ids: init writes the dtype, validate passes,
+    and the run quantizes and scores it (FP32 vs INT8 on the host CPU)."""
+    from edgegate.zoo.minilm import model_dir
+
+    tokenizer = model_dir() / "tokenizer.json"
+    model = tiny_text_classifier(Path("models/text.onnx"), vocab=30522)
+    rows = [f"text,label\n"] + [f"please {w} now {i},{lab}\n" for i in range(6)
+                                for w, lab in (("stop", "halt"), ("go", "move"))]
+    Path("cmds.csv").write_text("".join(rows))
+    _pack("cmds.csv", "packs/cmds", "--support", "2", calibration=3)
+    made = _invoke("init", str(model), "--pack", "packs/cmds", "--task", "text-classification",
+                   "--tokenizer", str(tokenizer), "--device", "cpu", "--out", "text.yaml")
+    assert made.exit_code == 0, made.output
+    spec = yaml.safe_load(Path("text.yaml").read_text())
+    (graph,) = spec["model"]["graphs"].values()
+    assert graph["inputs"] == [{"name": "input_ids", "shape": [1, 16], "dtype": "int64"}]
+    assert _invoke("validate", "text.yaml").exit_code == 0
+    ran = _invoke("run", "text.yaml", "--quiet", "--evidence", "never", "--db", f"sqlite:///{Path('eg.db').absolute()}")
+    assert ran.exit_code in (0, 1), ran.output  # gates decide; no error on the way
+    assert "cosine_agreement" in ran.stdout

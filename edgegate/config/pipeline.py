@@ -71,7 +71,8 @@ def _check_exists(value: str, info: ValidationInfo, kind: Literal["file", "direc
 class TensorSpec(SpecModel):
     name: Annotated[str, Field(min_length=1)]
     shape: Annotated[list[PositiveInt], Field(min_length=1)]
-    dtype: Literal["float32"] = "float32"
+    # what the adapter feeds (token ids are int64 in most text exports; uint8 for raw pixels)
+    dtype: Literal["float32", "float16", "int64", "int32", "uint8"] = "float32"
 
 
 class GraphSpec(SpecModel):

@@ -103,6 +103,11 @@ class GraphSource:
     input_names: tuple[str, ...]
     input_shapes: tuple[tuple[int, ...], ...]
     output_names: tuple[str, ...]
+    input_dtypes: tuple[str, ...] = ()  # numpy names, aligned with input_names; () = all float32
+
+    def dtype_of(self, index: int) -> str:
+        """The numpy dtype name of input `index` (float32 unless the pipeline says otherwise)."""
+        return self.input_dtypes[index] if index < len(self.input_dtypes) else "float32"
 
     @property
     def is_torch(self) -> bool:
@@ -143,7 +148,7 @@ def export_fp32_onnx(src: GraphSource, out_path: Path) -> Path:
         out_path.write_bytes(src.onnx.read_bytes())
         return out_path
     model = load_torch_model(src)
-    dummy = tuple(torch.zeros(shape, dtype=torch.float32) for shape in src.input_shapes)
+    dummy = tuple(torch.zeros(shape, dtype=getattr(torch, src.dtype_of(i))) for i, shape in enumerate(src.input_shapes))
     # The TorchScript exporter (dynamo=False) is deliberate: AIMET's QDQ export uses it too, so
     # FP32 and INT8 graphs come from the same tracer. Its deprecation notice is not news.
     with torch.no_grad(), warnings.catch_warnings():
@@ -214,6 +219,7 @@ def graph_sources(spec: Any) -> list[GraphSource]:
                 input_names=tuple(i.name for i in g.inputs),
                 input_shapes=tuple(tuple(i.shape) for i in g.inputs),
                 output_names=tuple(g.outputs),
+                input_dtypes=tuple(i.dtype for i in g.inputs),
             )
         )
     return out

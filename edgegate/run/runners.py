@@ -119,7 +119,8 @@ def benchmark_feeds(
         if not record.get(g):
             # No eval image reached this graph: time it on zeros of its declared shape.
             src = next(x for x in graphs if x.name == g)
-            feeds[g] = {n: np.zeros(s, np.float32) for n, s in zip(src.input_names, src.input_shapes)}
+            feeds[g] = {n: np.zeros(s, np.dtype(src.dtype_of(i)))
+                        for i, (n, s) in enumerate(zip(src.input_names, src.input_shapes))}
         else:
             feeds[g] = dict(zip(inputs, record[g][0]))
     return feeds
