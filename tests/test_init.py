@@ -290,7 +290,7 @@ def test_int64_token_ids_from_init_to_a_run() -> None:
 
     tokenizer = model_dir() / "tokenizer.json"
     model = tiny_text_classifier(Path("models/text.onnx"), vocab=30522)
-    rows = [f"text,label\n"] + [f"please {w} now {i},{lab}\n" for i in range(6)
+    rows = ["text,label\n"] + [f"please {w} now {i},{lab}\n" for i in range(6)
                                 for w, lab in (("stop", "halt"), ("go", "move"))]
     Path("cmds.csv").write_text("".join(rows))
     _pack("cmds.csv", "packs/cmds", "--support", "2", calibration=3)
