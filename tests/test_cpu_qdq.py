@@ -45,3 +45,26 @@ def test_cpu_compile_keeps_qdq_ops_unfused(tmp_path: Path) -> None:
     x = np.random.RandomState(1).randn(1, 3, 8, 8).astype(np.float32)
     (y,) = target.open(compiled).run({"x": x})
     assert y.shape == (1, 4, 8, 8) and np.isfinite(y).all()
+
+
+def test_cpu_compile_saves_only_portable_optimizations(tmp_path: Path) -> None:
+    """ORT_ENABLE_ALL would save NCHWc layout nodes (ReorderInput/ReorderOutput), which ORT calls
+    hardware-specific and whose names differed between two fresh processes."""
+    import subprocess
+    import sys
+
+    rng = np.random.RandomState(0)
+    w = numpy_helper.from_array(rng.randn(16, 3, 3, 3).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                           helper.make_node("Relu", ["c"], ["y"])], "conv",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 32, 32])], [w])
+    src = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), src)
+    code = ("import sys; from pathlib import Path; from edgegate.targets.local import CpuTarget; "
+            "print(CpuTarget('cpu').compile('g', Path(sys.argv[1]), Path(sys.argv[2])).artifact)")
+    arts = [Path(subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / f"p{i}")], check=True,
+                                capture_output=True, text=True).stdout.strip()) for i in (1, 2)]
+    assert arts[0].read_bytes() == arts[1].read_bytes()
+    ops = {n.op_type for n in onnx.load(str(arts[0])).graph.node}
+    assert not ops & {"ReorderInput", "ReorderOutput"}, ops

@@ -173,7 +173,8 @@ class CpuTarget(_OrtTarget):
         return {
             "kind": "cpu",
             "name": self.name,
-            "runtime": "onnxruntime-cpu (QDQ ops unfused)",  # see ort_runtime.CPU_DISABLED_OPTIMIZERS
+            # part of the compile key: what the saved artifact holds (see ort_runtime)
+            "runtime": "onnxruntime-cpu (extended optimizations saved, QDQ ops unfused)",
             "chipset": None,
             "arch": None,
             "timing_source": self.source.value,

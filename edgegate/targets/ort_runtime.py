@@ -77,6 +77,11 @@ def session_options(
         so.intra_op_num_threads = int(intra_op_threads)
     if optimized_model_file:
         so.optimized_model_filepath = optimized_model_file
+        # A saved model keeps only portable optimizations: ORT_ENABLE_ALL adds NCHWc layout
+        # nodes that ORT calls hardware-specific, and whose names differed between two fresh
+        # processes (the reproducibility check's CPU artifacts); a session on the saved file
+        # applies them again at load.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     if kind == "qnn":
         devices = qnn_devices()
         if not devices:
