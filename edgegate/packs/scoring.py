@@ -13,6 +13,7 @@ can derive from it while the registry imports them to register them.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,7 +59,7 @@ def check_records(name: str, per_sample: Sequence[Mapping[str, Any]]) -> None:
         raise ValueError(f"{name}: no per-sample records to aggregate")
 
 
-class PerSampleScorer:
+class PerSampleScorer(ABC):
     """The built-in scorers' ``score``: check the inputs, build one record per sample
     (``records``) and compute the metrics from the records (``aggregate``)."""
 
@@ -84,12 +85,13 @@ class PerSampleScorer:
         logger.debug("%s: %d samples, %s", self.name, len(samples), metrics)
         return ScoreResult(metrics=metrics, per_sample=per_sample)
 
+    @abstractmethod
     def records(
         self, predictions: Sequence[Prediction], samples: Sequence[Sample],
         reference: Sequence[Prediction] | None, support: Support | None,
     ) -> list[dict[str, Any]]:
         """One JSON-serialisable record per sample (lengths already checked)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def aggregate(self, per_sample: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        raise NotImplementedError  # see Scorer.aggregate
+        """The metrics from per-sample records (see Scorer.aggregate)."""
