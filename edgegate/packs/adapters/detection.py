@@ -27,11 +27,11 @@ class is not one of them), and ``labels`` (N,) str, the model's class name of ea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from edgegate.config import FieldProblem
 from edgegate.errors import InputError
@@ -42,8 +42,8 @@ from edgegate.packs.adapters.presets import (
     Preset,
     PresetContext,
     check_dtype,
+    ClassNamesOption,
     class_names,
-    existing_file,
     select_input,
     select_outputs,
 )
@@ -80,14 +80,7 @@ class ObjectDetectionOptions(PixelOptions):
         0.7, description="NMS drops a box overlapping a better one above this IoU (null: no NMS)")
     class_agnostic: bool = Field(False, description="NMS across classes, not per class")
     max_detections: Annotated[int, Field(ge=1)] = Field(100, description="the best this many detections remain")
-    class_names: list[str] | str | None = Field(
-        None, description="the model's class names in output order, a list or a file of one per line "
-        "(default: the pack's classes)")
-
-    @field_validator("class_names")
-    @classmethod
-    def _names_file(cls, value: Any, info: ValidationInfo) -> Any:
-        return existing_file(value, info) if isinstance(value, str) else value
+    class_names: ClassNamesOption = None
 
     @model_validator(mode="after")
     def _fits_decoder(self) -> ObjectDetectionOptions:

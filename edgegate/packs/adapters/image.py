@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgegate.config import FieldProblem
 from edgegate.errors import InputError
@@ -40,8 +40,8 @@ from edgegate.packs.adapters.presets import (
     PresetOptions,
     check_dtype,
     check_shape,
+    ClassNamesOption,
     class_names,
-    existing_file,
     select_input,
     select_outputs,
     top_labels,
@@ -156,14 +156,7 @@ class ImageClassificationOptions(PixelOptions):
     output: Literal["logits", "probabilities"] = Field(
         "logits", description="what the model outputs: logits, or probabilities when it ends in a softmax")
     output_name: str | None = Field(None, description="the graph output with the class scores (default: the first)")
-    class_names: list[str] | str | None = Field(
-        None, description="the model's class names in output order, a list or a file of one per line "
-        "(default: the pack's classes)")
-
-    @field_validator("class_names")
-    @classmethod
-    def _names_file(cls, value: Any, info: ValidationInfo) -> Any:
-        return existing_file(value, info) if isinstance(value, str) else value
+    class_names: ClassNamesOption = None
 
 
 def _pair(size: int | list[int]) -> tuple[int, int]:

@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from edgegate.config import context_base_dir, resolve_against
 from edgegate.packs.adapters.base import Adapter
@@ -149,6 +149,20 @@ def check_shape(graph: GraphInfo, index: int, feeds: tuple[int, ...], field: str
     declared = graph.inputs[index].shape
     if tuple(declared) != tuple(feeds):
         raise OptionError(field, f"{why} feeds {list(feeds)} but {graph.field(index)}.shape is {list(declared)}")
+
+
+def names_file(value: Any, info: ValidationInfo) -> Any:
+    """A class_names option given as a file: it must exist (relative to the pipeline file)."""
+    return existing_file(value, info) if isinstance(value, str) else value
+
+
+# The option every preset with a class output takes: a list, or a file of one name per line.
+ClassNamesOption = Annotated[
+    list[str] | str | None,
+    AfterValidator(names_file),
+    Field(description="the model's class names in output order, a list or a file of one per line "
+                      "(default: the pack's classes)"),
+]
 
 
 def class_names(value: Sequence[str] | str | None, ctx: PresetContext) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from edgegate.config import FieldProblem
 from edgegate.errors import InputError
@@ -46,6 +46,7 @@ from edgegate.packs.adapters.presets import (
     check_dtype,
     check_shape,
     class_names,
+    names_file,
     existing_file,
     select_outputs,
     top_labels,
@@ -141,14 +142,9 @@ class TextEmbeddingOptions(TextOptions):
 class TextClassificationOptions(TextOptions):
     pooling: Literal["none", "cls", "mean"] = Field(
         "none", description="none: the output is a classifier's logits [1, C]; mean or cls: pooled embeddings")
-    class_names: list[str] | str | None = Field(
+    class_names: Annotated[list[str] | str | None, AfterValidator(names_file)] = Field(
         None, description="pooling none: the head's class names in output order, a list or a file of one "
         "per line (default: the pack's classes)")
-
-    @field_validator("class_names")
-    @classmethod
-    def _names_file(cls, value: Any, info: ValidationInfo) -> Any:
-        return existing_file(value, info) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _head_only(self) -> TextClassificationOptions:
