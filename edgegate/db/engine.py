@@ -6,7 +6,10 @@ PostgreSQL) by ``--db`` / ``EDGEGATE_DB``.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +58,37 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     _opened.append(url)
     try:
-        create_tables(engine, Base.metadata)
+        with _setup_lock(url):
+            create_tables(engine, Base.metadata)
     except SQLAlchemyError as exc:
         if failure_cause(exc) is not None:  # the database is there but damaged or unwritable
             raise database_error(exc, url) from exc
         raise InputError(f"--db: cannot use database '{url}': {exc.__class__.__name__}: {first_line(exc)}") from exc
     return engine
+
+
+@contextmanager
+def _setup_lock(url: str) -> Iterator[None]:
+    """Processes opening one SQLite file take turns at its set-up (switching to WAL, creating
+    tables): SQLite answers a second process's journal-mode switch with "database is locked"
+    at once, whatever the busy timeout, so four cells starting on a fresh file failed now and
+    then. An exclusive lock on a file beside the database orders them; other databases (and
+    SQLite in memory) need none."""
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    try:
+        fh = open(f"{path}.setup-lock", "a")
+    except OSError:  # a directory we cannot write: nothing can be set up there, only read
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
