@@ -77,8 +77,12 @@ class CacheEntry:
 
 
 class ArtifactCache:
-    def __init__(self, root: Path) -> None:
+    """``refresh`` (``--no-cache``): every stage is built again and its entry replaces the
+    stored one; nothing stored is read."""
+
+    def __init__(self, root: Path, *, refresh: bool = False) -> None:
         self.root = root
+        self.refresh = refresh
 
     def lookup(self, stage: str, key: str) -> CacheEntry | None:
         """The whole entry stored under `key`, or None. Another process may swap a damaged
@@ -109,6 +113,10 @@ class ArtifactCache:
                 return None
         return CacheEntry(key, path, files, dict(data.get("meta", {})), True)
 
+    def find(self, stage: str, key_parts: Mapping[str, Any]) -> CacheEntry | None:
+        """The entry stored for `key_parts`, or None (always None when refreshing)."""
+        return None if self.refresh else self.lookup(stage, digest_json({"stage": stage, **key_parts}))
+
     def get_or_build(
         self,
         stage: str,
@@ -121,7 +129,7 @@ class ArtifactCache:
         (JSON-serialisable) kept in the manifest.
         """
         key = digest_json({"stage": stage, **key_parts})
-        found = self.lookup(stage, key)
+        found = None if self.refresh else self.lookup(stage, key)
         if found is not None:
             return found
         stage_dir = self.root / stage
@@ -150,9 +158,10 @@ class ArtifactCache:
         """Rename the built `tmp` into place as `final`; returns the entry to use instead
         when another process stored a whole one first (ours is dropped). A damaged entry is
         renamed aside, never removed in place, so a reader's open files stay whole; the
-        aside copy is removed after the new entry is in place."""
+        aside copy is removed after the new entry is in place. Refreshing, ours always
+        replaces theirs."""
         for _ in range(3):
-            theirs = self.lookup(stage, key)
+            theirs = None if self.refresh else self.lookup(stage, key)
             if theirs is not None:  # built concurrently by another process: it is as good as ours
                 shutil.rmtree(tmp, ignore_errors=True)
                 return theirs

@@ -44,11 +44,17 @@ class Progress:
             yield from items
             return
         if self._console is not None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress as RichProgress,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             with RichProgress(
                 "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=self._console, transient=True,
+                TimeElapsedColumn(), "ETA", TimeRemainingColumn(), console=self._console, transient=True,
             ) as bar:
                 task = bar.add_task(description, total=len(items))
                 for item in items:
@@ -56,7 +62,24 @@ class Progress:
                     bar.advance(task)
             return
         step = max(1, len(items) // 4)
+        t0 = time.perf_counter()
         for i, item in enumerate(items, 1):
             yield item
             if i % step == 0 or i == len(items):
-                print(f"edgegate: {description}: {i}/{len(items)}", file=sys.stderr, flush=True)
+                print(f"edgegate: {description}: {i}/{len(items)}{eta_text(time.perf_counter() - t0, i, len(items))}",
+                      file=sys.stderr, flush=True)
+
+
+def eta_text(elapsed_s: float, done: int, total: int) -> str:
+    """`` (12 s, ETA 36 s)`` after `done` of `total` items in `elapsed_s`; nothing when done."""
+    if done >= total or done == 0:
+        return f" ({elapsed_s:.0f} s)" if done else ""
+    return f" ({elapsed_s:.0f} s, ETA {elapsed_s / done * (total - done):.0f} s)"
+
+
+def wall_time_text(seconds: float) -> str:
+    """``2 min 31 s`` (or ``48.2 s`` under a minute)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, sec = divmod(round(seconds), 60)
+    return f"{m} min {sec} s"

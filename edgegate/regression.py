@@ -197,9 +197,9 @@ def compare_models(
     for role, model in (("baseline", baseline_model), ("candidate", candidate_model)):
         run, source = model_runner(model, adapter)
         preds = _predict(adapter, run, samples, eval_cfg.batch_size)
-        support = (_predict(adapter, run, support_samples, eval_cfg.batch_size), support_samples) if support_samples else None
+        support_preds = _predict(adapter, run, support_samples, eval_cfg.batch_size) if support_samples else []
         reference = results["baseline"]["preds"] if role == "candidate" else None
-        scores = score_predictions(scorers, preds, samples, reference, support)
+        scores = score_predictions(scorers, preds, samples, reference, support_samples or (), support_preds)
         metrics: dict[str, float] = {}
         for r in scores:
             metrics.update(r.metrics)

@@ -102,6 +102,10 @@ class VariantResult:
     toolchain: dict[str, str | None] | None = None
     # the run's own directory (its files, the checks' work); None for a golden read back
     run_dir: Path | None = None
+    run_key: str | None = None  # names run_dir; ids repeat across databases, keys do not
+    # results taken from the artifact cache instead of computed (run.reuse): what -> the run
+    # that computed it ({run_id, run_key, pipeline, device, at})
+    reused: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

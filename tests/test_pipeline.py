@@ -26,12 +26,62 @@ def _options(tmp: Path, device: str | None = None, **kw) -> RunOptions:
 
 
 @pytest.fixture(scope="module")
-def emulator_runs(tmp_path_factory: pytest.TempPathFactory):
-    """Two runs on htp-sim: the first makes the golden, the second reuses every cache."""
+def emulator_runs(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module):
+    """Two runs on htp-sim, in a cache of their own: the first makes the golden, the second
+    reuses every cache (with the reproducibility check, a double run, both times)."""
     tmp = tmp_path_factory.mktemp("htp")
-    first = run_pipeline(MINI, _options(tmp))
-    second = run_pipeline(MINI, _options(tmp))
+    monkeypatch_module.delenv("EDGEGATE_CACHE", raising=False)
+    first = run_pipeline(MINI, _options(tmp, verify_reproducible=True, jobs=1))
+    second = run_pipeline(MINI, _options(tmp, verify_reproducible=True))
     return tmp, first, second
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def _records(result) -> dict[str, bytes]:
+    """The candidate's stored predictions and per-sample records, byte for byte."""
+    return {a["kind"]: Path(a["path"]).read_bytes() for a in result.candidate.artifacts
+            if a["kind"] in ("predictions", "per_sample_scores")}
+
+
+def test_second_run_reuses_deterministic_results_and_says_from_which_run(emulator_runs) -> None:
+    tmp, first, second = emulator_runs
+    assert first.candidate.reused == {} and "reused_from" not in first.adversarial
+    assert "reused_from" not in first.reproducibility and first.reproducibility["fresh_processes"] == 1
+    by = second.candidate.reused["predictions"]
+    assert by["run_id"] == first.candidate.run_id and by["run_key"] == first.candidate.run_key
+    assert second.reproducibility["reused_from"]["run_id"] == first.candidate.run_id
+    assert second.adversarial["reused_from"]["run_id"] == first.candidate.run_id
+    # Reused results are the same results; quality metrics follow; timings are measured again.
+    assert _records(second) == _records(first)
+    assert second.candidate.metrics["map50"] == first.candidate.metrics["map50"]
+    assert second.candidate.metrics["reproducible"].value == 1.0
+    db = ExperimentDB(f"sqlite:///{tmp / 'eg.db'}")
+    assert db.latency_samples(second.candidate.run_id)["pnet"] != db.latency_samples(first.candidate.run_id)["pnet"]
+    assert db.get_run(second.candidate.run_id).details["reused"]["predictions"]["run_id"] == first.candidate.run_id
+    report = json.loads(second.report_path.read_text())
+    assert report["candidate"]["reused"]["predictions"]["run_id"] == first.candidate.run_id
+    from edgegate.report.run_report import render_terminal
+
+    text = render_terminal(report)
+    assert f"INT8 predictions from run {first.candidate.run_id}" in text and "--no-cache" in text
+
+
+def test_no_cache_and_two_workers_compute_the_same_records(emulator_runs) -> None:
+    """--no-cache recomputes everything (nothing reused), here with predictions spread over
+    two worker processes: the same bytes as the first, one-process run (the emulator is
+    deterministic, and the workers' slices are merged in sample order)."""
+    tmp, first, _ = emulator_runs
+    third = run_pipeline(MINI, _options(tmp, use_cache=False, jobs=2))
+    assert third.candidate.reused == {} and "reused_from" not in third.adversarial
+    assert not any(c.details["cached"] for c in third.candidate.compiled.values())
+    assert _records(third) == _records(first)
+    assert third.candidate.calls_per_image == first.candidate.calls_per_image
+    assert third.adversarial["disagreement_rate"] == first.adversarial["disagreement_rate"]
 
 
 def test_first_run_makes_golden_then_candidate(emulator_runs) -> None:

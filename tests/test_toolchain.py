@@ -17,20 +17,26 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from edgegate.artifacts import ArtifactCache
 from edgegate.cli import cli
 from edgegate.db import ExperimentDB, StoredMetric
 from edgegate.errors import InputError
 from edgegate.metrics import Source
 from edgegate.progress import Progress
 from edgegate.regression import compare_runs
-from edgegate.run.checks import check_reproducible, repro_plan
+from edgegate.run.repro_check import ReproducibilityCheck, repro_plan
 from edgegate.run.reproduce import ReproResult, compare_artifacts
 from edgegate.run.stages import with_placement
 from edgegate.targets.base import BenchmarkResult, CompiledGraph
-from edgegate.toolchain import graph_toolchain, host_toolchain, run_toolchain, toolchain_drift
+from edgegate.toolchain import (
+    graph_toolchain,
+    host_toolchain,
+    run_toolchain,
+    toolchain_drift,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakes.aihub_testing import RB3, aihub_target, serve, tiny_onnx  # noqa: E402
+from fakes.aihub_testing import RB3, aihub_target, serve, tiny_onnx
 
 TOKEN = "eg-toolchain-token-5d1e0b7a33"
 PACK = "sha256:" + "a" * 64
@@ -194,11 +200,12 @@ def test_aihub_qairt_change_and_family_phones_are_recorded_and_refused(
 
 
 def test_repro_plan_by_qairt() -> None:
-    assert repro_plan({"kind": "qnn-emulator"}).compile_in == (True, True)
-    pinned = repro_plan({"kind": "aihub", "qairt_version": "2.45"})
+    assert repro_plan({"kind": "qnn-emulator"}).compile_in == (True,)  # the double run: this run + one
+    assert repro_plan({"kind": "qnn-emulator"}, repeats=3).compile_in == (True, True, True)
+    pinned = repro_plan({"kind": "aihub", "qairt_version": "2.45"}, repeats=2)
     assert pinned.compile_in == (True, False) and pinned.not_applicable is None and "2.45" in (pinned.note or "")
     for tag in ("latest", "default"):
-        floating = repro_plan({"kind": "aihub", "qairt_version": tag})
+        floating = repro_plan({"kind": "aihub", "qairt_version": tag}, repeats=2)
         assert floating.compile_in == (False, False)  # no AI Hub job submitted by the check
         assert floating.not_applicable and f"QAIRT '{tag}'" in floating.not_applicable
 
@@ -228,19 +235,27 @@ def test_compare_artifacts_leaves_a_worker_that_did_not_compile_out_of_compiled(
 ])
 def test_check_reproducible_on_aihub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, qairt: str,
                                      quantization_equal: bool, metric: float | None, reproducible: bool | None) -> None:
-    import edgegate.run.reproduce as reproduce
+    from edgegate.run import repro_check
 
     asked: dict[str, Any] = {}
 
-    def fake_verify(*args: Any, compile_in: tuple[bool, bool], **kw: Any) -> ReproResult:
+    def fake_start(*args: Any, compile_in: tuple[bool, ...], **kw: Any) -> Any:
         asked["compile_in"] = compile_in
+        return SimpleNamespace(wait=lambda: [{}], stop=lambda: None)
+
+    def fake_compare(primary: Any, manifests: Any) -> ReproResult:
         return ReproResult(quantization_equal, [{"equal": quantization_equal}], None if quantization_equal else "g: differs")
 
-    monkeypatch.setattr(reproduce, "verify_reproducible", fake_verify)
-    ctx = SimpleNamespace(home=tmp_path, target=SimpleNamespace(describe=lambda: {"kind": "aihub", "qairt_version": qairt}))
+    monkeypatch.setattr(repro_check, "start_workers", fake_start)
+    monkeypatch.setattr(repro_check, "compare_with_run", fake_compare)
+    target = SimpleNamespace(describe=lambda: {"kind": "aihub", "qairt_version": qairt}, deterministic=False)
+    ctx = SimpleNamespace(home=tmp_path, target=target)
     candidate = SimpleNamespace(run_id=7, compiled={}, run_dir=tmp_path / "runs" / "7-k")
-    out = check_reproducible(ctx, "p.yaml", None, {}, {}, candidate, Progress(quiet=True))  # type: ignore[arg-type]
-    assert asked["compile_in"] == ((False, False) if qairt == "latest" else (True, False))
+    check = ReproducibilityCheck(ctx, "p.yaml", None, {}, {}, ArtifactCache(tmp_path / "a"), Progress(quiet=True))  # type: ignore[arg-type]
+    check.start(tmp_path / "work")
+    check.join()
+    out = check.finish({}, candidate, None)  # type: ignore[arg-type]
+    assert asked["compile_in"] == ((False,) if qairt == "latest" else (True,))
     assert (out.metrics["reproducible"].value if out.metrics else None) == metric
     assert out.summary["reproducible"] is reproducible
     assert ("not_applicable" in out.summary) is (qairt == "latest")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from edgegate.cli.app import (
     handle_errors,
 )
 from edgegate.errors import InputError
+from edgegate.progress import wall_time_text
 
 
 @cli.command()
@@ -33,6 +35,14 @@ from edgegate.errors import InputError
 @click.option("--verify-reproducible", is_flag=True,
               help="Quantize and compile again in fresh processes and compare bytes; metric `reproducible` "
                    "(1/0; on AI Hub one compile more, only under a pinned qairt_version).")
+@click.option("--repeats", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Fresh processes of the reproducibility check (the run itself is the first quantize + compile).")
+@click.option("--jobs", type=click.IntRange(1, 256), default=None,
+              help="Worker processes that run the eval samples through the compiled graphs (default: the host's "
+                   "cores over what one session uses; 1 on a 2-core host). Results are identical for any N.")
+@click.option("--no-cache", is_flag=True,
+              help="Compute everything again: nothing is read from the artifact cache (quantized and compiled "
+                   "graphs, predictions, reproducibility and adversarial results).")
 @click.option("--strict", is_flag=True,
               help="Quality gates must hold on the conservative end of the candidate's 95% bootstrap CI.")
 @click.option("--evidence", type=click.Choice(["on-pass", "always", "never"]), default="on-pass", show_default=True,
@@ -43,8 +53,8 @@ from edgegate.errors import InputError
               help="Where bundles and their artifacts go (default ./evidence).")
 @handle_errors
 def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool, json_out: Path | None,
-        markdown_out: Path | None, quiet: bool, verify_reproducible: bool, strict: bool, evidence: str,
-        signing_key: Path | None, evidence_dir: Path | None) -> None:
+        markdown_out: Path | None, quiet: bool, verify_reproducible: bool, repeats: int, jobs: int | None, no_cache: bool,
+        strict: bool, evidence: str, signing_key: Path | None, evidence_dir: Path | None) -> None:
     """Run PIPELINE: FP32 baseline (first time) -> AIMET INT8 -> compile -> benchmark -> score -> gates."""
     from edgegate.progress import Progress
     from edgegate.report.run_report import render_markdown, render_terminal
@@ -53,11 +63,13 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the run's row gets its final status.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    t0 = time.perf_counter()
     result = run_pipeline(
         pipeline,
         RunOptions(device=device, db_url=db_url, rebaseline=rebaseline, report_path=json_out,
                    strict=strict, progress=Progress(quiet=quiet), evidence=evidence, signing_key=signing_key,
-                   evidence_dir=evidence_dir, verify_reproducible=verify_reproducible),
+                   evidence_dir=evidence_dir, verify_reproducible=verify_reproducible, repro_repeats=repeats,
+                   use_cache=not no_cache, jobs=jobs),
     )
     report = result.report  # built once, by the run (with the evidence step's notes)
     click.echo(render_terminal(report))
@@ -67,6 +79,7 @@ def run(pipeline: str, device: str | None, db_url: str | None, rebaseline: bool,
         markdown_out.parent.mkdir(parents=True, exist_ok=True)
         with open(markdown_out, "a") as f:
             f.write(render_markdown(report))
+    click.echo(f"Wall time: {wall_time_text(time.perf_counter() - t0)}")
     sys.exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
 
 

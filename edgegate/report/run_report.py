@@ -69,6 +69,7 @@ def _variant(v: VariantResult) -> dict[str, Any]:
         "calls_per_image": v.calls_per_image,
         "memory_method": v.memory_method,
         "artifacts": v.artifacts,
+        "reused": v.reused,
     }
 
 
@@ -197,6 +198,20 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def reused_lines(report: dict[str, Any]) -> list[str]:
+    """One phrase per result the run took from the cache, naming the run that computed it."""
+    out = []
+    for role in ("baseline", "candidate"):
+        v = report[role]
+        for what, by in (v.get("reused") or {}).items():
+            out.append(f"{v['variant'].upper()} {what} from run {by['run_id']} ({by['at']})")
+    for section, what in (("reproducibility", "reproducibility check"), ("adversarial", "adversarial search")):
+        by = (report.get(section) or {}).get("reused_from")
+        if by:
+            out.append(f"{what} from run {by['run_id']} ({by['at']})")
+    return out
+
+
 def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
     """The delta table, gate lines and verdict as text (rich formatting, no colour codes)."""
     from rich.console import Console
@@ -245,11 +260,13 @@ def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
     repro = report.get("reproducibility")
     if repro:
         n = sum(1 for r in repro["checked"] if r["equal"])
+        k = repro.get("fresh_processes", 2)  # reports before the double run compared two
+        fresh = f"this run and {k} fresh process{'es' if k > 1 else ''}"
         if repro["reproducible"] is None:  # compiled bytes not judged (run.checks.repro_plan)
             lines.append(f"Reproducibility: n/a: {repro['not_applicable']} (quantization byte-identical: "
-                         f"{n} artifact comparisons across this run and 2 fresh processes)")
+                         f"{n} artifact comparisons across {fresh})")
         elif repro["reproducible"]:
-            lines.append(f"Reproducibility: byte-identical ({n} artifact comparisons across this run and 2 fresh processes)"
+            lines.append(f"Reproducibility: byte-identical ({n} artifact comparisons across {fresh})"
                          + (f"; {repro['note']}" if repro.get("note") else ""))
         else:
             lines.append(f"Reproducibility: NOT reproducible: {repro['first_difference']}")
@@ -262,6 +279,9 @@ def render_terminal(report: dict[str, Any], *, width: int = 120) -> str:
             f"{adv['coverage']:.1%}, robustness FP32 {adv['fp32_robustness']:.1%} / INT8 {adv['int8_robustness']:.1%}; "
             f"failure modes: {modes}" + (f"; cases in {adv['findings_pack']}" if adv.get("findings_pack") else "")
         )
+    reused = reused_lines(report)
+    if reused:
+        lines.append("Reused (deterministic host results; --no-cache computes them again): " + "; ".join(reused))
     lines.extend(["", *_verdict_lines(report)])
     for n in report.get("notes", []):
         lines.append(f"Note: {n}")
@@ -283,6 +303,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lim = "" if g["limit"] is None else f"{g['limit']:.4g}"
         out.append(f"| `{g['expr']}` | {g['status']} | {val} | {lim} |")
     out += ["", *(f"**{ln.strip()}**" if i == 0 else ln for i, ln in enumerate(_verdict_lines(report)))]
+    reused = reused_lines(report)
+    if reused:
+        out += ["", "Reused (deterministic host results; `--no-cache` computes them again): " + "; ".join(reused)]
     return "\n".join(out) + "\n"
 
 

@@ -309,6 +309,29 @@ def _candidates(
         yield img, name, detail
 
 
+def save_result(result: AdversarialResult, d: Path) -> None:
+    """A whole search's result in `d` (findings' images in an .npz, the rest as JSON), so a
+    later run can reuse it (``load_result``)."""
+    from edgegate.run.outputs import encode_arrays
+
+    np.savez(d / "findings.npz", **{f"image{i}": f.image for i, f in enumerate(result.findings)})
+    fields = {k: v for k, v in result.__dict__.items() if k != "findings"}
+    findings = [{"seed_id": f.seed_id, "kind": f.kind, "detail": f.detail, "linf": f.linf,
+                 "fp32": encode_arrays(f.fp32), "int8": encode_arrays(f.int8)} for f in result.findings]
+    (d / "result.json").write_text(json.dumps({"result": fields, "findings": findings}, sort_keys=True))
+
+
+def load_result(d: Path) -> AdversarialResult:
+    """``save_result`` read back."""
+    from edgegate.run.outputs import decode_arrays
+
+    data = json.loads((d / "result.json").read_text())
+    with np.load(d / "findings.npz") as images:
+        findings = [Finding(f["seed_id"], f["kind"], f["detail"], images[f"image{i}"], decode_arrays(f["fp32"]),
+                            decode_arrays(f["int8"]), float(f["linf"])) for i, f in enumerate(data["findings"])]
+    return AdversarialResult(**data["result"], findings=findings)
+
+
 def write_failure_pack(result: AdversarialResult, out_dir: Path, *, name: str, source_pack: str) -> Path | None:
     """The disagreements as a small PromptPack: PNGs, a JSONL of samples with both models'
     boxes, and a manifest with every file's sha256."""

@@ -1,8 +1,7 @@
 """The optional checks of a run, beyond measuring the two variants.
 
-* ``check_reproducible`` (``--verify-reproducible`` or ``quantization.verify_reproducible``):
-  quantize + compile twice more in fresh processes and compare bytes; metric ``reproducible``.
-  On AI Hub only with a pinned QAIRT (see ``repro_plan``).
+* the reproducibility check (``--verify-reproducible`` or ``quantization.verify_reproducible``)
+  is ``run.repro_check``: it runs beside the run, from calibration to the benchmark.
 * ``search_adversarial`` (the pipeline's ``adversarial`` section): a differential search for
   inputs FP32 and INT8 disagree on; metrics ``adversarial_*`` / ``*_robustness`` and a
   PromptPack of the findings.
@@ -27,13 +26,29 @@ from edgegate.packs.adapters import SearchableAdapter
 from edgegate.packs.sample import Sample
 from edgegate.progress import Progress
 from edgegate.results import ArtifactKind, VariantResult
-from edgegate.run.adversarial import AdversarialResult, AdversarialSettings, search, write_failure_pack
+from edgegate.artifacts import ArtifactCache, sha256_file
+from edgegate.run.adversarial import (
+    AdversarialResult,
+    AdversarialSettings,
+    load_result,
+    save_result,
+    search,
+    write_failure_pack,
+)
 from edgegate.run.context import RunContext
 from edgegate.run.models import load_torch_model
 from edgegate.run.outputs import read_per_sample
-from edgegate.run.runners import GraphInputs, cpu_runner, target_runner
-from edgegate.run.stages import QuantizedFiles, combined_aggregate, computed_metrics
-from edgegate.targets.aihub_toolchain import QAIRT_TAGS
+from edgegate.run.reuse import (
+    ComputedBy,
+    code_digest,
+    compiled_digests,
+    runtime_versions,
+    samples_digest,
+    target_identity,
+    with_file_digests,
+)
+from edgegate.run.runners import cpu_runner, target_runner
+from edgegate.run.stages import combined_aggregate, computed_metrics
 
 
 @dataclass(frozen=True)
@@ -72,73 +87,6 @@ def gates_not_applicable(results: Sequence[GateResult], checks: Sequence[CheckOu
     ]
 
 
-@dataclass(frozen=True)
-class ReproPlan:
-    """Which fresh worker compiles, and why compiled bytes cannot be judged (if they cannot)."""
-
-    compile_in: tuple[bool, bool] = (True, True)
-    not_applicable: str | None = None
-    note: str | None = None
-
-
-def repro_plan(describe: Mapping[str, Any]) -> ReproPlan:
-    """What the reproducibility check compiles for a target, from its ``describe()``.
-
-    Host targets and boards compile on this host: both workers compile, as always. A target
-    that compiles on a service under a QAIRT version (AI Hub) pays a compile job per graph and
-    worker. With a pinned QAIRT the compiled bytes must match, so one fresh compile per graph
-    (worker 1) is compared with this run's: a second one would cost as much again and add
-    nothing the first does not show. Under ``latest``/``default`` AI Hub may resolve another
-    QAIRT for each job, so equal bytes prove nothing and different bytes blame no one:
-    no worker compiles (no job is submitted), quantization is still compared, and the check
-    is reported not applicable, never passed."""
-    qairt = describe.get("qairt_version")
-    if qairt is None:
-        return ReproPlan()
-    if qairt in QAIRT_TAGS:
-        return ReproPlan(
-            (False, False),
-            not_applicable=f"QAIRT '{qairt}' is resolved by AI Hub for each job, so compiled artifacts are not "
-                           "compared; pin qairt_version in the device file to check them",
-        )
-    return ReproPlan((True, False), note=f"compiled on AI Hub (QAIRT {qairt}) in fresh process 1 only, "
-                                         "one compile job per graph, against this run's compiled artifact")
-
-
-def check_reproducible(
-    ctx: RunContext,
-    pipeline_path: str | Path,
-    device: str | None,
-    calibration: GraphInputs,
-    quantized: Mapping[str, QuantizedFiles],
-    candidate: VariantResult,
-    progress: Progress,
-) -> CheckOutcome:
-    """Metric `reproducible` (1/0) on the candidate, from two fresh quantize + compile runs.
-    Where compiled bytes cannot be judged (``repro_plan``) and quantization matched, the
-    metric is absent and the summary says why (``not_applicable``)."""
-    from edgegate.run.reproduce import verify_reproducible
-
-    plan = repro_plan(ctx.target.describe())
-    primary = {
-        g: {ArtifactKind.ENCODINGS.value: str(q.encodings), ArtifactKind.QDQ_ONNX.value: str(q.qdq_onnx),
-            ArtifactKind.COMPILED.value: [str(f) for f in candidate.compiled[g].files]}
-        for g, q in quantized.items()
-    }
-    what = "quantize + compile" if any(plan.compile_in) else "quantize"
-    with progress.stage(f"verify reproducibility: {what} twice in fresh processes"):
-        res = verify_reproducible(
-            pipeline_path, device, calibration, primary,
-            work_dir=_own_dir(candidate) / "reproduce", compile_in=plan.compile_in,
-        )
-    summary = {**res.to_dict(), **({"note": plan.note} if plan.note else {})}
-    if plan.not_applicable is not None:
-        summary["not_applicable"] = plan.not_applicable
-        if res.reproducible:  # nothing failed, and the part that matters was not judged: no pass
-            return CheckOutcome({}, {**summary, "reproducible": None})
-    return CheckOutcome(computed_metrics({"reproducible": 1.0 if res.reproducible else 0.0}), summary)
-
-
 def search_adversarial(
     ctx: RunContext,
     fp32: Mapping[str, Path],
@@ -146,9 +94,12 @@ def search_adversarial(
     candidate: VariantResult,
     eval_samples: Sequence[Sample],
     progress: Progress,
+    cache: ArtifactCache,
+    me: ComputedBy,
 ) -> CheckOutcome | None:
     """Metrics adversarial_* / *_robustness on the candidate, and a PromptPack of findings;
-    None when the pipeline has no ``adversarial`` section."""
+    None when the pipeline has no ``adversarial`` section. `me`: this run, as the computer of
+    a search a later run may reuse."""
     adv = ctx.spec.adversarial
     if adv is None:
         return None
@@ -162,13 +113,49 @@ def search_adversarial(
         seeds=adv.seeds, epsilon=adv.epsilon, steps=adv.steps, step_size=adv.step_size,
         transforms=tuple(adv.transforms), time_budget_s=adv.time_budget_s, seed=adv.seed,
     )
-    modules = {g.name: load_torch_model(g) for g in ctx.graphs}
-    int8_run = target_runner(ctx.target, candidate.compiled) if adv.candidate == "target" else cpu_runner(qdq)
-    where = ctx.target.name if adv.candidate == "target" else "QDQ graphs on ONNX Runtime CPU"
-    with progress.stage(f"adversarial search: {min(adv.seeds, len(eval_samples))} seeds, INT8 on {where}"):
-        res = search(adapter, eval_samples, modules, cpu_runner(fp32), int8_run, settings)
+    on_target = adv.candidate == "target"
+    where = ctx.target.name if on_target else "QDQ graphs on ONNX Runtime CPU"
+
+    def compute() -> AdversarialResult:
+        modules = {g.name: load_torch_model(g) for g in ctx.graphs}
+        int8_run = target_runner(ctx.target, candidate.compiled) if on_target else cpu_runner(qdq)
+        with progress.stage(f"adversarial search: {min(adv.seeds, len(eval_samples))} seeds, INT8 on {where}"):
+            return search(adapter, eval_samples, modules, cpu_runner(fp32), int8_run, settings)
+
+    # Deterministic (seeds and steps, host CPU or a deterministic target): reused when every
+    # input is the same (run.reuse). A search its time cap stopped is never stored.
+    reused = None
+    if on_target and not ctx.target.deterministic:
+        res = compute()
+    else:
+        key = {
+            "fp32": {g: sha256_file(p) for g, p in fp32.items()},
+            "int8": ({"target": target_identity(ctx.target), "compiled": compiled_digests(candidate.compiled)}
+                     if on_target else {g: sha256_file(p) for g, p in qdq.items()}),
+            "samples": samples_digest(eval_samples[: adv.seeds]),
+            "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "time_budget_s"},
+            "adapter": ctx.spec.model.adapter,
+            "adapter_options": with_file_digests(ctx.spec.model.adapter_options, ctx.spec.resolve_path),
+            "code": code_digest([adapter]),
+            "versions": runtime_versions(),
+        }
+        stored = cache.find("adversarial", key)
+        if stored is not None:
+            res, reused = load_result(stored.path), ComputedBy.from_dict(stored.meta["computed_by"])
+            progress.info(f"adversarial search: reused from run {reused.run_id} (same graphs, seeds and settings; "
+                          "--no-cache searches again)")
+        else:
+            res = compute()
+            if res.stopped is None:
+                def build(d: Path, res: AdversarialResult = res) -> dict[str, Any]:
+                    save_result(res, d)
+                    return {"computed_by": me.to_dict()}
+
+                cache.get_or_build("adversarial", key, build)
     metrics, not_applicable = adversarial_metrics(res)
     summary = res.summary()
+    if reused is not None:
+        summary["reused_from"] = reused.to_dict()
     out_dir = _own_dir(candidate) / "adversarial"
     pack = write_failure_pack(res, out_dir, name=f"{ctx.spec.name}-adversarial-{candidate.run_id}", source_pack=ctx.pack.digest)
     summary.update({"int8_runtime": where, "findings_pack": str(pack) if pack else None,

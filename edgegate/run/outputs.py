@@ -30,16 +30,23 @@ if TYPE_CHECKING:
 ArtifactFile = tuple[ArtifactKind, "str | None", Path]
 
 
+def encode_arrays(p: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A prediction as JSON, each array with its shape and dtype, so it loads back exactly."""
+    out = {}
+    for k, v in p.items():
+        a = np.asarray(v)
+        out[k] = {"shape": list(a.shape), "dtype": a.dtype.str, "data": a.ravel().tolist()}
+    return out
+
+
+def decode_arrays(d: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """``encode_arrays`` read back."""
+    return {k: np.asarray(a["data"], dtype=np.dtype(a["dtype"])).reshape(a["shape"]) for k, a in d.items()}
+
+
 def predictions_json(samples: Sequence[Sample], preds: Sequence[Prediction]) -> list[dict[str, Any]]:
     """Predictions with each array's shape and dtype, so they load back exactly."""
-    out = []
-    for s, p in zip(samples, preds):
-        arrays = {}
-        for k, v in p.items():
-            a = np.asarray(v)
-            arrays[k] = {"shape": list(a.shape), "dtype": a.dtype.str, "data": a.ravel().tolist()}
-        out.append({"id": s.id, "sha256": s.sha256, "arrays": arrays})
-    return out
+    return [{"id": s.id, "sha256": s.sha256, "arrays": encode_arrays(p)} for s, p in zip(samples, preds)]
 
 
 def load_predictions(
@@ -58,9 +65,7 @@ def load_predictions(
             d = by_id.get(s.id)
             if d is None or d.get("sha256") != s.sha256:
                 return None
-            out.append(
-                {k: np.asarray(a["data"], dtype=np.dtype(a["dtype"])).reshape(a["shape"]) for k, a in d["arrays"].items()}
-            )
+            out.append(decode_arrays(d["arrays"]))
     except (ValueError, KeyError, TypeError):
         return None
     return out

@@ -30,7 +30,9 @@ as a new value.
 from __future__ import annotations
 
 import dataclasses
+import os
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +52,6 @@ from edgegate.report.run_report import build_report, write_json_report
 from edgegate.results import ArtifactKind, PipelineResult, VariantResult, first_artifact
 from edgegate.run.checks import (
     CheckOutcome,
-    check_reproducible,
     gates_not_applicable,
     search_adversarial,
     strict_gates,
@@ -59,6 +60,7 @@ from edgegate.run.context import load_context
 from edgegate.run.inputs import check_run_samples
 from edgegate.run.models import weight_bytes
 from edgegate.run.outputs import ArtifactFile, load_predictions
+from edgegate.run.repro_check import ReproducibilityCheck
 from edgegate.run.runners import benchmark_feeds, collect_graph_inputs, cpu_runner
 from edgegate.run.stages import evaluate, export_graphs, quantize_graphs
 from edgegate.run.variant import (
@@ -70,6 +72,7 @@ from edgegate.run.variant import (
     store_metrics,
 )
 from edgegate.targets.base import Variant
+from edgegate.targets.ort_runtime import native_log
 from edgegate.toolchain import drift_text, toolchain_drift
 
 
@@ -88,6 +91,20 @@ class RunOptions:
     evidence_dir: Path | None = None  # default ./evidence
     # also: quantization.verify_reproducible in the pipeline file
     verify_reproducible: bool = False
+    # fresh processes that quantize + compile again for the reproducibility check (the run
+    # itself is the first of the double run)
+    repro_repeats: int = 1
+    # False (--no-cache): nothing is read from the artifact cache, every stage computes again
+    use_cache: bool = True
+    # prediction worker processes (--jobs); None: from the host's cores (run.parallel)
+    jobs: int | None = None
+
+
+def artifact_cache_dir(home: Path) -> Path:
+    """$EDGEGATE_CACHE (e.g. a directory CI keeps between jobs), else HOME/artifacts. The
+    cache is content-addressed and safe to share between runs and processes."""
+    env = os.environ.get("EDGEGATE_CACHE")
+    return Path(env).absolute() if env else home / "artifacts"
 
 
 def _golden(
@@ -127,7 +144,11 @@ def _store_check(db: ExperimentDB, run_id: int, check: CheckOutcome | None) -> N
 
 def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -> PipelineResult:
     """Run a pipeline end to end (steps in the module docstring) and return the result."""
-    opts = options or RunOptions()
+    with ExitStack() as cleanup:
+        return _run(pipeline_path, options or RunOptions(), cleanup)
+
+
+def _run(pipeline_path: str | Path, opts: RunOptions, cleanup: ExitStack) -> PipelineResult:
     progress = opts.progress
     started_at = utc_timestamp()
     # 1. load and check everything (the signing key too: say now, not after the run, if none)
@@ -137,8 +158,11 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     if signing.problem:  # after the inputs check out, so a bad input stays a single error line
         progress.info(signing.problem)
     db = ExperimentDB(opts.db_url)
-    cache = ArtifactCache(ctx.home / "artifacts")
+    cache = ArtifactCache(artifact_cache_dir(ctx.home), refresh=not opts.use_cache)
     spec = ctx.spec
+    invocation = uuid.uuid4().hex
+    # QNN's native chatter (# LIBNATIVE: ...) goes to the run's log, not the terminal
+    cleanup.enter_context(native_log(ctx.home / "logs" / f"{spec.name}-{invocation[:12]}-native.log"))
     progress.info(
         f"pipeline {spec.name} on {ctx.device.name} ({ctx.device.kind}); PromptPack "
         f"{ctx.pack.name} {ctx.pack.version} {ctx.pack.digest[:19]}"
@@ -151,11 +175,12 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     calib_samples = ctx.pack.samples(spec.quantization.calibration.split, spec.quantization.calibration.samples)
     fp32_run = cpu_runner(fp32)
     scope = RunScope(
-        ctx, db, cache, progress, invocation=uuid.uuid4().hex,
+        ctx, db, cache, progress, invocation=invocation,
         model_digest="sha256:" + digest_json({g: sha256_file(p) for g, p in fp32.items()}),
         eval_samples=eval_samples,
         # Benchmark inputs: what each graph is fed on the first eval image that reaches it.
         bench_feeds=benchmark_feeds(ctx.adapter, ctx.graphs, fp32_run, eval_samples),
+        jobs=opts.jobs,
     )
     fp32_inputs: list[ArtifactFile] = [(ArtifactKind.FP32_ONNX, g, p) for g, p in fp32.items()]
 
@@ -191,6 +216,13 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
     # 4. quantize with AIMET, calibrated through the FP32 cascade
     with progress.stage(f"collect calibration inputs ({len(calib_samples)} samples)"):
         calibration = collect_graph_inputs(ctx.adapter, fp32_run, calib_samples, progress, "calibration")
+    # 7b. optionally: the reproducibility check's fresh process, beside this run's quantize + compile
+    repro_check = None
+    if opts.verify_reproducible or spec.quantization.verify_reproducible:
+        repro_check = ReproducibilityCheck(ctx, pipeline_path, opts.device, calibration, fp32, cache, progress,
+                                           repeats=opts.repro_repeats)
+        repro_check.start(ctx.home / "tmp" / f"reproduce-{scope.invocation}")
+        cleanup.callback(repro_check.stop)  # a failed or interrupted run leaves no worker behind
     quantized = quantize_graphs(ctx, fp32, calibration, cache, progress)
     qdq = {g: q.qdq_onnx for g, q in quantized.items()}
     int8_inputs: list[ArtifactFile] = []
@@ -203,6 +235,7 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
         Variant.INT8, ctx.target, qdq,
         size_bytes=sum(weight_bytes(p, spec.quantization.param_bw) for p in fp32.values()),
         inputs=int8_inputs, reference=baseline_preds, golden_run_id=golden_id,
+        before_benchmark=repro_check.join if repro_check is not None else None,
     ))
     candidate = measured_candidate.result
     # The FP32 golden is often kept for months: a new QAIRT / QNN SDK / device since then is
@@ -214,14 +247,15 @@ def run_pipeline(pipeline_path: str | Path, options: RunOptions | None = None) -
             "part of any difference may be the toolchain's; --rebaseline measures the golden again"
         )
 
-    # 7b. optionally: quantize + compile twice more in fresh processes, compare bytes
+    # 7b. the reproducibility check: this run's artifacts against the fresh process's
     repro = None
-    if opts.verify_reproducible or spec.quantization.verify_reproducible:
-        repro = check_reproducible(ctx, pipeline_path, opts.device, calibration, quantized, candidate, progress)
+    if repro_check is not None:
+        repro = repro_check.finish(quantized, candidate, scope.computed_by(candidate))
         _store_check(db, candidate.run_id, repro)
 
     # 7c. optionally (the pipeline's adversarial section): search for inputs FP32 and INT8 disagree on
-    adversarial = search_adversarial(ctx, fp32, qdq, candidate, eval_samples, progress)
+    adversarial = search_adversarial(ctx, fp32, qdq, candidate, eval_samples, progress, cache,
+                                     scope.computed_by(candidate))
     _store_check(db, candidate.run_id, adversarial)
 
     # The candidate as measured, with what the checks computed: its final value.

@@ -1,12 +1,13 @@
-"""Reproducibility: quantize and compile twice in fresh processes, compare bytes.
+"""Reproducibility: quantize and compile again in fresh processes, compare bytes.
 
-Two worker processes (``python -m edgegate.run.reproduce REQUEST.json``) each quantize every
-graph with the run's settings and the same calibration batches, then compile the result
-for the run's target. Their encodings, quantized models and compiled artifacts are
+Worker processes (``python -m edgegate.run.reproduce REQUEST.json``; a run starts one, the
+second half of EdgePlug's double run, see ``run.repro_check``) each quantize every graph
+with the run's settings and the same calibration batches, then compile the result for the
+run's target. Their encodings, quantized models and compiled artifacts are
 compared by sha256 with each other and with the run's own artifacts. On a mismatch the
 result names the first artifact that differs and, inside it, the first encoding or tensor.
 A worker may be asked not to compile (``compile_in``: a remote compile costs a job on the
-service, see ``run.checks.check_reproducible``); its compiled artifacts are then not compared.
+service, see ``run.repro_check.repro_plan``); its compiled artifacts are then not compared.
 
 Known cause fixed elsewhere: ONNX Runtime names the QNN partition after a hash of the
 model's path, so EdgeGate compiles from the model's bytes (targets/local.py).
@@ -100,6 +101,78 @@ def _save_calibration(calibration: Mapping[str, list[tuple[np.ndarray, ...]]], d
     return paths
 
 
+class Workers:
+    """Fresh worker processes started side by side (``start_workers``); ``wait`` collects
+    their manifests, in order."""
+
+    def __init__(self, procs: list[tuple[subprocess.Popen[bytes], Path, Any]], timeout_s: float) -> None:
+        self._procs = procs
+        self._timeout_s = timeout_s
+        self._manifests: list[dict[str, Any]] | None = None
+
+    def wait(self) -> list[dict[str, Any]]:
+        if self._manifests is not None:
+            return self._manifests
+        manifests = []
+        try:
+            for proc, out, log in self._procs:
+                try:
+                    rc = proc.wait(timeout=self._timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rc = -9
+                log.close()
+                if rc != 0 or not (out / "manifest.json").is_file():
+                    tail = Path(log.name).read_text().strip().splitlines()[-1:] or ["no output"]
+                    raise TargetError(f"reproducibility worker failed (exit {rc}): {tail[0]}")
+                manifests.append(json.loads((out / "manifest.json").read_text()))
+        finally:
+            self.stop()
+        self._manifests = manifests
+        return manifests
+
+    def stop(self) -> None:
+        """Kill the workers still running (the run failed or was interrupted)."""
+        for proc, _, log in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def start_workers(
+    pipeline: str | Path,
+    device: str | None,
+    calibration: Mapping[str, list[tuple[np.ndarray, ...]]],
+    work_dir: Path,
+    *,
+    compile_in: Sequence[bool] = (True,),
+    perturb: Mapping[int, str] | None = None,
+    timeout_s: float = 1800,
+) -> Workers:
+    """One fresh worker process per entry of ``compile_in`` (which of them also compile for
+    the target), side by side; ``perturb``: worker index -> a perturbation (tests)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    calib = _save_calibration(calibration, work_dir)
+    procs = []
+    for i, compiles in enumerate(compile_in):
+        out = work_dir / f"worker{i}"
+        req = {"pipeline": str(pipeline), "device": device, "calibration": calib, "out": str(out),
+               "home": str(work_dir / f"home{i}"), "perturb": (perturb or {}).get(i), "compile": compiles}
+        req_path = work_dir / f"request{i}.json"
+        req_path.write_text(json.dumps(req))
+        log = open(work_dir / f"worker{i}.log", "w")
+        # A worker runs beside the run's own quantize + compile (or another worker): one thread
+        # each, or their OpenMP pools spin against each other (seen here: 3 minutes instead of
+        # 15 s on 2 cores). Quantization runs on one torch thread in the run and here alike
+        # (quantize.QUANTIZE_THREADS): more threads sum calibration floats in another order
+        # and move scales by an ulp.
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        procs.append((subprocess.Popen([sys.executable, "-m", "edgegate.run.reproduce", str(req_path)],
+                                       stdout=log, stderr=subprocess.STDOUT, env=env), out, log))
+    return Workers(procs, timeout_s)
+
+
 def run_workers(
     pipeline: str | Path,
     device: str | None,
@@ -108,40 +181,11 @@ def run_workers(
     *,
     perturb_second: str | None = None,
     timeout_s: float = 1800,
-    compile_in: tuple[bool, bool] = (True, True),
+    compile_in: Sequence[bool] = (True, True),
 ) -> list[dict[str, Any]]:
-    """Two fresh worker processes, side by side; returns their manifests. ``compile_in``:
-    which of the two also compile for the target."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    calib = _save_calibration(calibration, work_dir)
-    procs = []
-    for i, (perturb, compiles) in enumerate(zip((None, perturb_second), compile_in)):
-        out = work_dir / f"worker{i}"
-        req = {"pipeline": str(pipeline), "device": device, "calibration": calib, "out": str(out),
-               "home": str(work_dir / f"home{i}"), "perturb": perturb, "compile": compiles}
-        req_path = work_dir / f"request{i}.json"
-        req_path.write_text(json.dumps(req))
-        log = open(work_dir / f"worker{i}.log", "w")
-        # The two workers run side by side: one thread each, or their OpenMP pools spin against
-        # each other (seen here: 3 minutes instead of 15 s on 2 cores). Quantization runs on one
-        # torch thread in the run and here alike (quantize.QUANTIZE_THREADS): more threads sum
-        # calibration floats in another order and move scales by an ulp.
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        procs.append((subprocess.Popen([sys.executable, "-m", "edgegate.run.reproduce", str(req_path)],
-                                       stdout=log, stderr=subprocess.STDOUT, env=env), out, log))
-    manifests = []
-    for proc, out, log in procs:
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = -9
-        log.close()
-        if rc != 0 or not (out / "manifest.json").is_file():
-            tail = Path(log.name).read_text().strip().splitlines()[-1:] or ["no output"]
-            raise TargetError(f"reproducibility worker failed (exit {rc}): {tail[0]}")
-        manifests.append(json.loads((out / "manifest.json").read_text()))
-    return manifests
+    """Fresh worker processes (two by default), side by side; returns their manifests."""
+    return start_workers(pipeline, device, calibration, work_dir, compile_in=compile_in,
+                         perturb={1: perturb_second} if perturb_second else None, timeout_s=timeout_s).wait()
 
 
 def first_json_difference(a: Any, b: Any, path: str = "") -> str | None:
@@ -227,6 +271,13 @@ def compare_artifacts(sets: Sequence[tuple[str, Mapping[str, Any]]]) -> ReproRes
     return result
 
 
+def compare_with_run(primary: Mapping[str, Any] | None, manifests: Sequence[Mapping[str, Any]]) -> ReproResult:
+    """This run's artifacts (when given) against every fresh process's."""
+    sets: list[tuple[str, Mapping[str, Any]]] = [("this run", primary)] if primary is not None else []
+    sets += [(f"fresh process {i}", m) for i, m in enumerate(manifests, 1)]
+    return compare_artifacts(sets)
+
+
 def verify_reproducible(
     pipeline: str | Path,
     device: str | None,
@@ -235,17 +286,13 @@ def verify_reproducible(
     *,
     work_dir: Path | None = None,
     perturb_second: str | None = None,
-    compile_in: tuple[bool, bool] = (True, True),
+    compile_in: Sequence[bool] = (True, True),
 ) -> ReproResult:
-    """Quantize + compile twice in fresh processes and compare with each other and `primary`
-    (this run's own artifacts, in the same {graph: {...}} shape) when given."""
+    """Quantize + compile in fresh processes (one per ``compile_in``) and compare them with
+    each other and with `primary` (this run's own artifacts, same {graph: {...}} shape)."""
     work = work_dir or Path(tempfile.mkdtemp(prefix="eg-repro-"))
-    a, b = run_workers(pipeline, device, calibration, work, perturb_second=perturb_second, compile_in=compile_in)
-    sets: list[tuple[str, Mapping[str, Any]]] = []
-    if primary is not None:
-        sets.append(("this run", primary))
-    sets += [("fresh process 1", a), ("fresh process 2", b)]
-    return compare_artifacts(sets)
+    manifests = run_workers(pipeline, device, calibration, work, perturb_second=perturb_second, compile_in=compile_in)
+    return compare_with_run(primary, manifests)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from edgegate.progress import Progress
 from edgegate.results import ArtifactKind
 from edgegate.run.context import RunContext
 from edgegate.run.models import GraphSource, export_fp32_onnx, load_torch_model
+from edgegate.run.reuse import target_identity
 from edgegate.run.runners import BatchPredictor, GraphInputs
 from edgegate.stats import LatencySummary, cascade_latency, summarize_latency
 from edgegate.targets.base import BenchmarkResult, CompiledGraph, Target, Variant
@@ -181,9 +182,7 @@ def compile_graphs(
 ) -> dict[str, CompiledGraph]:
     """Step 5: compile each graph on the target; cached by (graph digest, target, runtime)."""
     desc = target.describe()
-    target_id = {k: desc.get(k) for k in ("kind", "runtime", "htp_arch", "soc_model", "performance_mode", "versions")}
-    if desc.get("compile_key") is not None:  # what else shapes a remote target's output (device, options)
-        target_id["compile_key"] = desc["compile_key"]
+    target_id = target_identity(target)
 
     def one(graph: str, path: Path) -> CompiledGraph:
         key = {"graph": graph, "onnx": sha256_file(path), "target": target_id, "variant": variant.value,
@@ -260,12 +259,29 @@ def score_predictions(
     predictions: Sequence[Prediction],
     samples: Sequence[Sample],
     reference: Sequence[Prediction] | None,
-    support: Support | None = None,
+    support: Sequence[Sample] = (),
+    support_predictions: Sequence[Prediction] = (),
 ) -> list[ScoreResult]:
     """Every scorer on the same predictions (with the support split's, for few-shot scorers)."""
-    if support is not None:
-        return [sc.score(predictions, samples, reference, support=support) for sc in scorers]
+    if support:
+        sup: Support = (list(support_predictions), list(support))
+        return [sc.score(predictions, samples, reference, support=sup) for sc in scorers]
     return [sc.score(predictions, samples, reference) for sc in scorers]
+
+
+def predict(
+    adapter: Adapter,
+    runner: GraphRunner,
+    samples: Sequence[Sample],
+    progress: Progress,
+    what: str,
+) -> list[Prediction]:
+    """Step 7a: a prediction for every sample, in order."""
+    if not samples:
+        return []
+    if isinstance(runner, BatchPredictor):  # graph calls of many samples batched (remote targets)
+        return list(runner.predict_all(adapter, samples, progress, what))
+    return [predict_sample(adapter, s, runner) for s in progress.iterate(samples, what)]
 
 
 def evaluate(
@@ -279,16 +295,9 @@ def evaluate(
     support: Sequence[Sample] = (),
 ) -> Evaluation:
     """Step 7: predictions for every sample (and the support split), then every scorer."""
-    if isinstance(runner, BatchPredictor):  # graph calls of many samples batched (remote targets)
-        preds = runner.predict_all(adapter, samples, progress, what)
-        support_preds = runner.predict_all(adapter, support, progress, what + " (support)") if support else []
-    else:
-        preds = [predict_sample(adapter, s, runner) for s in progress.iterate(samples, what)]
-        support_preds = [predict_sample(adapter, s, runner) for s in progress.iterate(support, what + " (support)")]
-    scores = score_predictions(
-        scorers, preds, samples, reference, (support_preds, list(support)) if support else None
-    )
-    return Evaluation(list(preds), scores)
+    preds = predict(adapter, runner, samples, progress, what)
+    support_preds = predict(adapter, runner, support, progress, what + " (support)")
+    return Evaluation(preds, score_predictions(scorers, preds, samples, reference, support, support_preds))
 
 
 Aggregate = Callable[[Sequence[Mapping[str, Any]]], dict[str, float]]

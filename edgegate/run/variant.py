@@ -10,13 +10,15 @@ recorded in the row's details and carried in the result (``VariantResult.toolcha
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgegate import __version__
-from edgegate.artifacts import ArtifactCache, sha256_file
+from edgegate.artifacts import ArtifactCache, atomic_write, sha256_file
 from edgegate.db import ExperimentDB, StoredMetric
 from edgegate.errors import EdgeGateError
 from edgegate.metrics import Measurement, Source
@@ -25,16 +27,29 @@ from edgegate.packs.sample import Sample
 from edgegate.progress import Progress
 from edgegate.results import RUN_KEY_FIELD, ArtifactKind, VariantResult, new_run_key, open_run_dir
 from edgegate.run.context import RunContext
-from edgegate.run.outputs import ArtifactFile, write_variant_outputs
+from edgegate.report.evidence import utc_timestamp
+from edgegate.run.outputs import ArtifactFile, load_predictions, predictions_json, write_variant_outputs
 from edgegate.run.runners import GraphFeeds, variant_runner
+from edgegate.run.parallel import default_jobs, predict_in_workers, split_evenly
+from edgegate.run.reuse import (
+    ComputedBy,
+    code_digest,
+    compiled_digests,
+    runtime_versions,
+    samples_digest,
+    target_identity,
+    with_file_digests,
+)
 from edgegate.run.stages import (
+    Evaluation,
     compile_graphs,
-    evaluate,
+    predict,
+    score_predictions,
     variant_metrics,
     with_placement,
 )
 from edgegate.stats import summarize_latency
-from edgegate.targets.base import BenchmarkResult, Target, Variant
+from edgegate.targets.base import BenchmarkResult, CompiledGraph, Target, Variant
 from edgegate.toolchain import Toolchain, graph_toolchain, recorded_toolchain, run_toolchain
 
 log = logging.getLogger(__name__)
@@ -52,6 +67,12 @@ class RunScope:
     model_digest: str  # of the FP32 graphs
     eval_samples: Sequence[Sample]
     bench_feeds: GraphFeeds  # what the benchmark feeds each graph
+    jobs: int | None = None  # prediction worker processes (--jobs); None: from the host (run.parallel)
+
+    def computed_by(self, variant: VariantResult) -> ComputedBy:
+        """This run's variant as the computer of a result a later run may reuse."""
+        return ComputedBy(variant.run_id, variant.run_key or "", self.ctx.spec.name, self.ctx.device.name,
+                          utc_timestamp())
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,7 @@ class VariantPlan:
     inputs: Sequence[ArtifactFile]  # the files it was made from, recorded with its run
     reference: Sequence[Prediction] | None = None  # the FP32 predictions a candidate is scored against
     golden_run_id: int | None = None
+    before_benchmark: Callable[[], None] | None = None  # e.g. wait for the reproducibility worker
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,7 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
     )
     status, error = "error", None
     toolchain: Toolchain | None = None  # known once the graphs ran
+    reused: dict[str, dict[str, Any]] = {}
     try:
         work_dir = open_run_dir(ctx.home, run_id, run_key)
         target.attach_run(db, run_id)  # remote targets record their jobs against this run (AI Hub's ledger)
@@ -122,6 +145,8 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         with progress.stage(f"{variant.value}: compile for {target.name}"):
             compiled = compile_graphs(target, plan.onnx_paths, scope.cache, variant)
         # 6. benchmark
+        if plan.before_benchmark is not None:
+            plan.before_benchmark()
         b = ctx.spec.benchmark
         with progress.stage(f"{variant.value}: benchmark ({b.warmup} warmup + {b.repeats} repeats per graph, "
                             f"{b.processes} process{'es' if b.processes > 1 else ''})"):
@@ -133,14 +158,18 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         toolchain = run_toolchain(
             [graph_toolchain(c.details) for c in compiled.values()], bench.details.get("toolchain"), target.describe()
         )
-        # 7. infer + score
-        counts: dict[str, int] = {}
+        # 7. infer (or reuse deterministic predictions) + score
         support_split = ctx.spec.evaluation.support_split
-        ev = evaluate(
-            ctx.adapter, variant_runner(target, compiled, counts=counts), scope.eval_samples, ctx.scorers,
-            plan.reference, progress, f"{variant.value}: infer + score on {target.name}",
-            support=ctx.pack.samples(support_split) if support_split else (),
-        )
+        support = ctx.pack.samples(support_split) if support_split else []
+        with progress.stage(f"{variant.value}: infer + score on {target.name}"):
+            preds = variant_predictions(scope, plan, compiled, ComputedBy(
+                run_id, run_key, ctx.spec.name, ctx.device.name, utc_timestamp()), support)
+            ev = Evaluation(preds.eval, score_predictions(
+                ctx.scorers, preds.eval, scope.eval_samples, plan.reference, support, preds.support))
+        if preds.computed_by is not None:
+            reused["predictions"] = preds.computed_by.to_dict()
+            progress.info(f"{variant.value}: predictions reused from run {preds.computed_by.run_id} "
+                          f"(deterministic on {target.name}; --no-cache computes them again)")
         measured = variant_metrics(bench, compiled, ev.scores, plan.size_bytes)
         _store_measurements(db, run_id, measured.metrics, bench)
         outputs = write_variant_outputs(
@@ -159,8 +188,8 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         result = VariantResult(
             variant, run_id, target.describe(), measured.metrics, measured.latency,
             compiled, artifacts,
-            bench.memory_method, {g: n / max(1, len(scope.eval_samples)) for g, n in counts.items()},
-            toolchain=toolchain, run_dir=work_dir,
+            bench.memory_method, {g: n / max(1, len(scope.eval_samples)) for g, n in preds.counts.items()},
+            toolchain=toolchain, run_dir=work_dir, run_key=run_key, reused=reused,
         )
         return MeasuredVariant(result, ev.predictions)
     except BaseException as exc:
@@ -170,19 +199,103 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         try:
             target.close()  # board targets remove their scratch files on the board and disconnect here
         finally:
-            _finish(db, run_id, status, error, toolchain)
+            _finish(db, run_id, status, error, toolchain, reused)
 
 
-def _finish(db: ExperimentDB, run_id: int, status: str, error: str | None, toolchain: Toolchain | None) -> None:
+def _finish(
+    db: ExperimentDB, run_id: int, status: str, error: str | None, toolchain: Toolchain | None,
+    reused: Mapping[str, Any],
+) -> None:
     """End the row with its final status. When the database cannot take it (a full disk),
     the row says "running" with this process gone, and the next open of the database
     marks it aborted (``ExperimentDB``); the failure that ended the run is what propagates."""
     try:
-        db.finish_run(run_id, status, error=error, details=None if toolchain is None else {"toolchain": toolchain})
+        details = {**({"toolchain": toolchain} if toolchain is not None else {}), **({"reused": dict(reused)} if reused else {})}
+        db.finish_run(run_id, status, error=error, details=details or None)
     except Exception as exc:  # noqa: BLE001  never mask the run's own failure with the bookkeeping's
         if status != "error":
             raise
         log.warning("run %s: final status '%s' not stored: %s", run_id, status, exc)
+
+
+@dataclass(frozen=True)
+class VariantPredictions:
+    eval: list[Prediction]  # one per eval sample
+    support: list[Prediction]  # one per support sample
+    counts: dict[str, int]  # graph -> calls
+    computed_by: ComputedBy | None  # the run that computed them, when reused
+
+
+def variant_predictions(
+    scope: RunScope, plan: VariantPlan, compiled: Mapping[str, CompiledGraph], me: ComputedBy,
+    support: Sequence[Sample],
+) -> VariantPredictions:
+    """Every eval (and support) sample's prediction through the compiled graphs; on a
+    deterministic target taken from the artifact cache when this exact computation ran
+    before (``run.reuse``: compiled bytes, target, samples, adapter and its options, code)."""
+    ctx, target = scope.ctx, plan.target
+    what = f"{plan.variant.value}: infer on {target.name}"
+
+    def compute() -> VariantPredictions:
+        jobs = scope.jobs or default_jobs(target.describe().get("kind", ""), len(scope.eval_samples))
+        if jobs > 1 and not target.batches_calls:
+            return _predict_in_workers(scope, plan, compiled, support, jobs)
+        counts: dict[str, int] = {}
+        runner = variant_runner(target, compiled, counts=counts)
+        preds = predict(ctx.adapter, runner, scope.eval_samples, scope.progress, what)
+        support_preds = predict(ctx.adapter, runner, support, scope.progress, what + " (support)")
+        return VariantPredictions(preds, support_preds, counts, None)
+
+    if not target.deterministic:
+        return compute()
+    key = {
+        "variant": plan.variant.value,
+        "target": target_identity(target),
+        "compiled": compiled_digests(compiled),
+        "pack": ctx.pack.digest,
+        "samples": samples_digest(scope.eval_samples),
+        "support": samples_digest(support),
+        "adapter": ctx.spec.model.adapter,
+        "adapter_options": with_file_digests(ctx.spec.model.adapter_options, ctx.spec.resolve_path),
+        "graphs": {g: spec.model_dump(mode="json") for g, spec in ctx.spec.model.graphs.items()},
+        "code": code_digest([ctx.adapter, *ctx.scorers]),
+        "versions": runtime_versions(),
+    }
+    fresh: list[VariantPredictions] = []
+
+    def build(d: Path) -> dict[str, Any]:
+        fresh.append(compute())
+        atomic_write(d / "predictions.json", json.dumps(predictions_json(scope.eval_samples, fresh[0].eval)))
+        atomic_write(d / "support.json", json.dumps(predictions_json(support, fresh[0].support)))
+        return {"counts": fresh[0].counts, "computed_by": me.to_dict()}
+
+    entry = scope.cache.get_or_build("predictions", key, build)
+    if fresh:
+        return fresh[0]
+    preds = load_predictions(entry.file("predictions.json"), scope.eval_samples)
+    support_preds = load_predictions(entry.file("support.json"), support)
+    if preds is None or support_preds is None:  # the manifest's sha256 matched: cannot happen
+        return compute()
+    return VariantPredictions(preds, support_preds, {g: int(n) for g, n in entry.meta["counts"].items()},
+                              ComputedBy.from_dict(entry.meta["computed_by"]))
+
+
+def _predict_in_workers(
+    scope: RunScope, plan: VariantPlan, compiled: Mapping[str, CompiledGraph], support: Sequence[Sample], jobs: int,
+) -> VariantPredictions:
+    """``run.parallel``: `jobs` worker processes, each on a contiguous slice, merged in order."""
+    ctx = scope.ctx
+    eval_slices = split_evenly([s.id for s in scope.eval_samples], jobs)
+    support_slices = split_evenly([s.id for s in support], jobs) if support else []
+    slices = [(scope.eval_samples[0].split, ids) for ids in eval_slices] + [(support[0].split, ids) for ids in support_slices]
+    with scope.progress.stage(f"{plan.variant.value}: infer on {plan.target.name} in {len(eval_slices)} worker processes"):
+        parts, counts = predict_in_workers(
+            ctx.spec.source_path, str(ctx.device.source_path) if ctx.device.source_path else ctx.device.name,
+            ctx.home, compiled, slices, jobs,
+        )
+    preds = [p for part in parts[: len(eval_slices)] for p in part]
+    support_preds = [p for part in parts[len(eval_slices):] for p in part]
+    return VariantPredictions(preds, support_preds, counts, None)
 
 
 def golden_variant(db: ExperimentDB, golden_id: int) -> VariantResult:

@@ -75,6 +75,9 @@ class Target(Protocol):
     max_parallel_compiles: int  # graphs compiled at once (remote farms: all; host: one)
     allow_cpu_fallback: bool  # ops the NPU cannot run may fall back to the CPU (part of the compile key)
     batches_calls: bool  # run_batch runs many calls of one graph as one job (remote targets)
+    # A compiled graph's outputs are a function of its bytes and inputs (host CPU, emulator):
+    # results computed from it may be reused by a later run (run.reuse). Never for a device.
+    deterministic: bool
 
     def describe(self) -> dict[str, Any]:
         """Kind, name, chipset, arch, runtime versions: for reports and evidence."""
@@ -128,6 +131,7 @@ class TargetBase:
     max_parallel_compiles: int = 1
     allow_cpu_fallback: bool = False
     batches_calls: bool = False
+    deterministic: bool = False
 
     def run_batch(
         self, compiled: CompiledGraph, feeds_list: Sequence[Mapping[str, np.ndarray]]

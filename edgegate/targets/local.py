@@ -46,6 +46,7 @@ class _OrtTarget(TargetBase):
     name: str
     source: Source
     _kind: str  # "cpu" | "qnn" for ort_runtime
+    deterministic = True  # this host computes the same outputs from the same compiled bytes
 
     def _provider_options(self) -> dict[str, str]:
         return {}

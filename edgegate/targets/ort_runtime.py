@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 _QNN_REGISTERED = False
@@ -22,18 +23,47 @@ CPU_DISABLED_OPTIMIZERS = ("QDQSelectorActionTransformer",)
 ORT_PACKAGES = ("onnxruntime", "onnxruntime-qnn")
 
 
+# Where QNN's native output goes while EdgeGate holds the terminal: a file (``native_log``),
+# else stderr. One process, one run: the orchestrator sets it for the run's duration.
+_native_log: Path | None = None
+
+
 @contextmanager
-def native_stdout_to_stderr() -> Iterator[None]:
-    """QNN's native libraries print banners on fd 1; keep stdout for reports."""
-    sys.stdout.flush()
-    saved = os.dup(1)
+def native_log(path: Path | None) -> Iterator[None]:
+    """Send QNN's native chatter to `path` (the run's log) while the context lasts."""
+    global _native_log
+    before = _native_log
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    _native_log = path
     try:
-        os.dup2(2, 1)
+        yield
+    finally:
+        _native_log = before
+
+
+@contextmanager
+def native_output_captured() -> Iterator[None]:
+    """QNN's native libraries print banners and notes (``# LIBNATIVE: ...``) on fd 1 and 2:
+    stdout is kept for reports and the terminal for EdgeGate's own lines, so both go to the
+    run's native log, or to stderr when no log is set."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sink = (os.open(_native_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if _native_log is not None else os.dup(2))
+    saved = os.dup(1), os.dup(2)
+    try:
+        os.dup2(sink, 1)
+        if _native_log is not None:
+            os.dup2(sink, 2)
         yield
     finally:
         sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, sink):
+            os.close(fd)
 
 
 def qnn_devices() -> list[Any]:
@@ -109,16 +139,12 @@ def open_session(
 ):
     import onnxruntime as ort
 
-    so = session_options(
-        kind,
-        provider_options,
-        allow_cpu_fallback=allow_cpu_fallback,
-        context_file=context_file,
-        intra_op_threads=intra_op_threads,
-        optimized_model_file=optimized_model_file,
-    )
+    options = dict(allow_cpu_fallback=allow_cpu_fallback, context_file=context_file,
+                   intra_op_threads=intra_op_threads, optimized_model_file=optimized_model_file)
     if kind != "qnn":
+        so = session_options(kind, provider_options, **options)
         return ort.InferenceSession(model_path, sess_options=so, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))
-    with native_stdout_to_stderr():
+    with native_output_captured():  # registering the QNN library prints too
+        so = session_options(kind, provider_options, **options)
         return ort.InferenceSession(model_path, sess_options=so)

@@ -1,0 +1,125 @@
+"""Fast feedback (issue 16), the parts that need no network: reuse keys, the cache's refresh
+mode, determinism flags, the adversarial result's round trip, prediction workers' slices,
+native output capture, ETA and wall-time text. The end-to-end reuse is in test_pipeline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgegate.artifacts import ArtifactCache
+from edgegate.progress import eta_text, wall_time_text
+from edgegate.run.adversarial import AdversarialResult, Finding, load_result, save_result
+from edgegate.run.parallel import default_jobs, split_evenly
+from edgegate.run.reuse import ComputedBy, code_digest, with_file_digests
+
+
+def test_code_digest_follows_a_custom_adapters_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = tmp_path / "my_adapter_mod.py"
+    mod.write_text("class MyAdapter:\n    scale = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    m = importlib.import_module("my_adapter_mod")
+    first = code_digest([m.MyAdapter()])
+    assert first == code_digest([m.MyAdapter()])
+    assert first != code_digest([])  # the adapter's module is part of it
+    mod.write_text("class MyAdapter:\n    scale = 2\n")  # edited: never served stale predictions
+    assert code_digest([m.MyAdapter()]) != first
+    assert code_digest([object()]) == code_digest([object()])  # builtins: no source, still a stable key
+
+
+def test_adapter_option_files_are_keyed_by_content(tmp_path: Path) -> None:
+    names = tmp_path / "classes.txt"
+    names.write_text("cat\ndog\n")
+    opts = {"class_names": "classes.txt", "size": [224, 224], "layout": "NCHW"}
+    a = with_file_digests(opts, lambda v: tmp_path / v)
+    assert a["class_names"]["file"] == "classes.txt" and a["size"] == [224, 224] and a["layout"] == "NCHW"
+    names.write_text("cat\nbird\n")
+    assert with_file_digests(opts, lambda v: tmp_path / v) != a
+
+
+def test_only_host_targets_reuse_results() -> None:
+    from edgegate.targets.aihub import AihubTarget
+    from edgegate.targets.local import CpuTarget, QnnEmulatorTarget
+    from edgegate.targets.qnn_remote import QnnRemoteTarget
+
+    assert CpuTarget.deterministic and QnnEmulatorTarget.deterministic
+    assert not AihubTarget.deterministic and not QnnRemoteTarget.deterministic
+
+
+def test_refreshing_cache_builds_again_and_replaces(tmp_path: Path) -> None:
+    builds = []
+
+    def build(d: Path) -> dict:
+        builds.append(d)
+        (d / "x.txt").write_text(f"build {len(builds)}")
+        return {"n": len(builds)}
+
+    ArtifactCache(tmp_path).get_or_build("s", {"k": 1}, build)
+    fresh = ArtifactCache(tmp_path, refresh=True)
+    assert fresh.find("s", {"k": 1}) is None and ArtifactCache(tmp_path).find("s", {"k": 1}) is not None
+    again = fresh.get_or_build("s", {"k": 1}, build)
+    assert not again.hit and again.meta == {"n": 2} and again.file("x.txt").read_text() == "build 2"
+    stored = ArtifactCache(tmp_path).get_or_build("s", {"k": 1}, build)
+    assert stored.hit and stored.meta == {"n": 2} and len(builds) == 2
+    assert [p.name for p in (tmp_path / "s").iterdir()] == [again.key]  # nothing left aside
+
+
+def test_adversarial_result_round_trip(tmp_path: Path) -> None:
+    img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    f = Finding("s1", "gradient", "step 2", img, {"boxes": np.ones((1, 4), np.float32)},
+                {"boxes": np.zeros((0, 4), np.float32), "label": np.asarray(3)}, 7.0)
+    res = AdversarialResult(seeds_tried=4, disagreement_rate=0.25, coverage=0.8, fp32_robustness=0.5,
+                            int8_robustness=0.75, inputs_tried=28, elapsed_s=3.5, findings=[f],
+                            seeds_planned=4, time_budget_s=60.0)
+    save_result(res, tmp_path)
+    back = load_result(tmp_path)
+    assert back.summary() == res.summary()
+    (g,) = back.findings
+    assert np.array_equal(g.image, img) and g.image.dtype == np.uint8
+    assert g.fp32["boxes"].dtype == np.float32 and g.int8["boxes"].shape == (0, 4) and int(g.int8["label"]) == 3
+    assert ComputedBy.from_dict(ComputedBy(3, "k", "p", "d", "t").to_dict()) == ComputedBy(3, "k", "p", "d", "t")
+
+
+def test_worker_slices_keep_sample_order() -> None:
+    ids = [f"s{i}" for i in range(10)]
+    parts = split_evenly(ids, 3)
+    assert [len(p) for p in parts] == [4, 3, 3] and [i for p in parts for i in p] == ids
+    assert split_evenly(ids[:2], 5) == [["s0"], ["s1"]]
+    assert default_jobs("aihub", 1000) == 1  # remote: one lockstep predictor
+    assert default_jobs("qnn-emulator", 4) == 1  # too few samples to pay for a worker's start
+
+
+def test_native_output_goes_to_the_run_log(tmp_path: Path) -> None:
+    """QNN writes on fd 1 and 2 from C; in a run both go to the native log, never the terminal."""
+    log = tmp_path / "native.log"
+    code = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from edgegate.targets.ort_runtime import native_log, native_output_captured
+        with native_log(Path({str(log)!r})):
+            with native_output_captured():
+                os.write(1, b" # LIBNATIVE: chatter on stdout\\n")
+                os.write(2, b" # LIBNATIVE: chatter on stderr\\n")
+        print("report line")
+        with native_output_captured():  # no log: stdout's chatter goes to stderr, stdout stays clean
+            os.write(1, b"banner\\n")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "report line\n" and "LIBNATIVE" not in proc.stderr and proc.stderr == "banner\n"
+    assert log.read_text() == " # LIBNATIVE: chatter on stdout\n # LIBNATIVE: chatter on stderr\n"
+
+
+def test_eta_and_wall_time_text() -> None:
+    assert eta_text(10.0, 1, 4) == " (10 s, ETA 30 s)"
+    assert eta_text(40.0, 4, 4) == " (40 s)"
+    assert wall_time_text(48.24) == "48.2 s" and wall_time_text(151) == "2 min 31 s"
