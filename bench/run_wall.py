@@ -1,10 +1,15 @@
-"""Wall time of `make run`'s pipeline: cold (empty cache and database: FP32 baseline,
-quantize, compile, benchmark, score) and warm (golden stored, quantize and compile cached).
+"""Wall time of `make run`'s pipeline, per stage: cold (empty cache and database: FP32
+baseline, quantize, compile, benchmark, score, reproducibility double run, adversarial search)
+and warm (nothing changed: golden stored, quantize and compile cached, deterministic host
+results reused, benchmark taken again).
 
     python bench/run_wall.py [--pipeline pipelines/person_detect.yaml] [--warm-runs 1]
 
-Each run is the real CLI in a subprocess (`edgegate run ... --quiet`) against a scratch
-EDGEGATE_HOME and SQLite database, so nothing in the checkout's .edgegate/ is touched.
+Each run is the real CLI in a subprocess (`edgegate run PIPELINE --json-out ...`) against a
+scratch EDGEGATE_HOME and SQLite database, so nothing in the checkout's .edgegate/ is touched.
+Stage times are read from the progress lines (`... done (12.3 s)`). The warm report must
+match the cold one in every quality metric and gate status (timings are measured again).
+Writes bench/results/run_wall.json.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -21,15 +27,29 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+STAGE = re.compile(r"^edgegate: (.+) done \(([\d.]+) s\)$")
+TIMED = {"inference_time_ms", "inference_time_p90_ms", "load_time_ms", "compile_time_ms", "peak_memory_mb",
+         "load_peak_memory_mb", "batch_time_ms"}
 
 
-def timed_run(pipeline: str, env: dict[str, str]) -> tuple[float, int, str]:
+def timed_run(pipeline: str, env: dict[str, str], report: Path) -> dict:
     exe = Path(sys.executable).with_name("edgegate")
-    cmd = [str(exe), "run", pipeline, "--quiet"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run([str(exe), "run", pipeline, "--json-out", str(report)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    return wall, proc.returncode, proc.stdout
+    stages = [(m[1], float(m[2])) for line in proc.stderr.splitlines() if (m := STAGE.match(line))]
+    return {"wall_s": round(wall, 1), "exit_code": proc.returncode, "stages": stages,
+            "libnative_on_terminal": "LIBNATIVE" in proc.stderr + proc.stdout, "stdout": proc.stdout}
+
+
+def quality(report: Path) -> dict:
+    r = json.loads(report.read_text())
+    metrics = {k: v["value"] for k, v in r["candidate"]["metrics"].items()
+               if k not in TIMED and not k.startswith("inference_time")}
+    return {"metrics": metrics, "gates": [(g["expr"], g["status"]) for g in r["gates"]
+                                          if not g["metric"].startswith("inference_time")],
+            "reused": r["candidate"].get("reused"), "passed": r["verdict"]["passed"]}
 
 
 def main() -> int:
@@ -40,37 +60,48 @@ def main() -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="eg-wall-"))
     env = {**os.environ, "EDGEGATE_HOME": str(scratch / "home"), "EDGEGATE_DB": f"sqlite:///{scratch / 'eg.db'}"}
+    env.pop("EDGEGATE_CACHE", None)
+    runs = []
     try:
-        cold, rc_cold, out = timed_run(args.pipeline, env)
-        if rc_cold not in (0, 1):
-            print(out, file=sys.stderr)
-            print(f"cold run failed with exit code {rc_cold}", file=sys.stderr)
-            return 1
-        warms = []
-        for _ in range(args.warm_runs):
-            w, rc, _ = timed_run(args.pipeline, env)
-            if rc not in (0, 1):
-                print(f"warm run failed with exit code {rc}", file=sys.stderr)
+        for i in range(1 + args.warm_runs):
+            report = scratch / f"report{i}.json"
+            r = timed_run(args.pipeline, env, report)
+            if r["exit_code"] not in (0, 1):
+                print(r["stdout"][-2000:], file=sys.stderr)
+                print(f"run {i} failed with exit code {r['exit_code']}", file=sys.stderr)
                 return 1
-            warms.append(w)
+            r["quality"] = quality(report)
+            runs.append(r)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    cold, warms = runs[0], runs[1:]
+    same = all({**w["quality"], "reused": None} == {**cold["quality"], "reused": None} for w in warms)
     result = {
         "pipeline": args.pipeline,
-        "cold_s": round(cold, 2),
-        "warm_s": [round(w, 2) for w in warms],
-        "exit_code": rc_cold,
+        "cold_s": cold["wall_s"],
+        "warm_s": [w["wall_s"] for w in warms],
+        "cold_stages": cold["stages"],
+        "warm_stages": [w["stages"] for w in warms],
+        "warm_report_same_as_cold": same,
+        "warm_reused": [w["quality"]["reused"] for w in warms],
+        "libnative_on_terminal": any(r["libnative_on_terminal"] for r in runs),
+        "exit_code": cold["exit_code"],
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
-        "note": "cold = FP32 baseline + AIMET quantize + QNN compile + benchmark + score; "
-        "warm = golden reused, quantize and compile from cache, benchmark + score again",
+        "note": "cold = FP32 baseline + AIMET quantize + QNN compile + benchmark + score + reproducibility + "
+                "adversarial search; warm = golden, quantize, compile and deterministic host results reused, "
+                "benchmark measured again",
     }
     out_path = ROOT / "bench" / "results" / "run_wall.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{args.pipeline}: cold {cold:.1f} s, warm (cached) {', '.join(f'{w:.1f}' for w in warms)} s")
+    for name, r in [("cold", cold), *((f"warm {i + 1}", w) for i, w in enumerate(warms))]:
+        print(f"{name}: {r['wall_s']:.1f} s")
+        for stage, secs in r["stages"]:
+            print(f"  {secs:7.1f} s  {stage}")
+    print(f"warm report same as cold (quality metrics, gates): {same}")
     print(f"written to {out_path.relative_to(ROOT)}")
-    return 0
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
