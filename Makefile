@@ -25,8 +25,10 @@ $(STAMP): setup.cfg pyproject.toml
 run: setup
 	$(BIN)/edgegate run pipelines/person_detect.yaml
 
+# Every core (pytest-xdist); a test module stays on one worker, so its fixtures are built once.
+TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(BIN)/python bench/harness_overhead.py

@@ -95,6 +95,7 @@ def test_happy_path_compile_profile_infer(fake: FakeAihub, tiny: Path, db: Exper
     assert desc["aihub_device"] == RB3 and desc["target_runtime"] == "tflite"  # v68: no fp16 HTP
     assert desc["versions"]["qai-hub"] and desc["compile_key"]["options"] == "--target_runtime tflite --qairt_version 2.45"
     assert desc["qairt_version"] == desc["compile_key"]["qairt_version"] == "2.45"
+    assert desc["compile_key"]["service"].startswith("http://127.0.0.1:")  # model ids are the service's
     assert desc["qairt_resolved"] == desc["compile_key"]["qairt_resolved"] == "2.45.0.260326154327"
 
     c = t.compile("tiny", tiny, tmp_path / "out")

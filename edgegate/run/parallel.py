@@ -4,7 +4,8 @@ Each worker loads the run's context once (pipeline, device, PromptPack, adapter)
 compiled graphs once, and predicts one contiguous slice of the samples; the slices are put
 back together in sample order, so predictions, scores and stored per-sample records are
 exactly those of a one-process run. Workers are spawned (never forked: torch and ONNX
-Runtime hold threads), each with its share of the host's cores for torch and OpenMP.
+Runtime hold threads), each with its share of the host's cores for OpenMP and torch on
+one thread, as in the run itself (``RUN_TORCH_THREADS``).
 
 The default number of workers comes from the host's cores and what one session uses
 (``default_jobs``): the QNN HTP emulator runs 11 threads of its own and keeps about two cores
@@ -16,7 +17,8 @@ they run after the benchmark, and are gone before the next step.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,6 +26,12 @@ from typing import Any
 
 # Cores one session keeps busy, by target kind (measured on a 2-core host, see above).
 CORES_PER_SESSION = {"qnn-emulator": 2, "cpu": 1}
+# torch in a run does host glue on small tensors (crops, resizes, NMS) and the adversarial
+# search's gradients through small graphs: one thread. Two threads made a 24x24 area resize
+# 16x slower here (0.83 vs 0.05 ms: waking a pool costs more than the work) and fought ORT's
+# and the emulator's threads; one thread also sums in the same order on every host, so the
+# seeded search gives the same inputs on a 2-core CI runner and a 64-core workstation.
+RUN_TORCH_THREADS = 1
 
 _worker_state: dict[str, Any] = {}
 
@@ -45,12 +53,25 @@ def default_jobs(kind: str, samples: int) -> int:
     return max(1, min(host_cores() // per_session, samples // 8))
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to `n` while the context lasts."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _init(pipeline: str, device: str | None, home: str, threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(RUN_TORCH_THREADS)
     from edgegate.run.context import load_context
 
     _worker_state["ctx"] = load_context(pipeline, device=device, home=Path(home))

@@ -60,6 +60,7 @@ from edgegate.run.context import load_context
 from edgegate.run.inputs import check_run_samples
 from edgegate.run.models import weight_bytes
 from edgegate.run.outputs import ArtifactFile, load_predictions
+from edgegate.run.parallel import RUN_TORCH_THREADS, torch_threads
 from edgegate.run.repro_check import ReproducibilityCheck
 from edgegate.run.runners import benchmark_feeds, collect_graph_inputs, cpu_runner
 from edgegate.run.stages import evaluate, export_graphs, quantize_graphs
@@ -163,6 +164,7 @@ def _run(pipeline_path: str | Path, opts: RunOptions, cleanup: ExitStack) -> Pip
     invocation = uuid.uuid4().hex
     # QNN's native chatter (# LIBNATIVE: ...) goes to the run's log, not the terminal
     cleanup.enter_context(native_log(ctx.home / "logs" / f"{spec.name}-{invocation[:12]}-native.log"))
+    cleanup.enter_context(torch_threads(RUN_TORCH_THREADS))  # host glue on small tensors (run.parallel)
     progress.info(
         f"pipeline {spec.name} on {ctx.device.name} ({ctx.device.kind}); PromptPack "
         f"{ctx.pack.name} {ctx.pack.version} {ctx.pack.digest[:19]}"

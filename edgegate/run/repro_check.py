@@ -142,7 +142,7 @@ class ReproducibilityCheck:
 
     def join(self) -> None:
         """Wait for the workers (before the benchmark: timings never share the machine)."""
-        if self.workers is not None:
+        if self.workers is not None and not self.workers.finished:
             with self.progress.stage("verify reproducibility: wait for the fresh process"):
                 self.workers.wait()
 

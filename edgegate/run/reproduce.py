@@ -110,6 +110,10 @@ class Workers:
         self._timeout_s = timeout_s
         self._manifests: list[dict[str, Any]] | None = None
 
+    @property
+    def finished(self) -> bool:
+        return self._manifests is not None
+
     def wait(self) -> list[dict[str, Any]]:
         if self._manifests is not None:
             return self._manifests

@@ -49,7 +49,7 @@ def cpu_runner(onnx_paths: Mapping[str, Path], *, counts: dict[str, int] | None 
     """Run FP32 ONNX graphs in this process with ONNX Runtime on the CPU."""
     from edgegate.targets.ort_runtime import open_session
 
-    sessions = {g: open_session(str(p), "cpu", {}) for g, p in onnx_paths.items()}
+    sessions = {g: open_session(str(p), "cpu", {}, spin=False) for g, p in onnx_paths.items()}
 
     def run(graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         _counting(counts, graph)

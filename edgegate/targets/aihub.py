@@ -252,9 +252,10 @@ class AihubTarget(TargetBase):
             "qairt_resolved": resolved,
             "allow_cpu_fallback": self.allow_cpu_fallback,
             # what else determines the compiled artifact: the pipeline's compile cache key
+            # and the service: a cached compile names its model by an id only that deployment knows
             "compile_key": {"device": dev.name, "attributes": list(s.attributes), "options": self._compile_options(),
                             "candidate_format": s.candidate_format, "qairt_version": asked,
-                            "qairt_resolved": resolved, **versions},
+                            "qairt_resolved": resolved, "service": self.hub.config.api_url, **versions},
         }
 
     def _logs_dir(self, fallback: Path | None = None) -> Path:

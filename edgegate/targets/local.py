@@ -62,6 +62,7 @@ class _OrtTarget(TargetBase):
                 self._provider_options(),
                 allow_cpu_fallback=self.allow_cpu_fallback,
                 intra_op_threads=self._threads(),
+                spin=False,  # scoring: the pool must not busy-wait against host glue (ort_runtime)
             )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail type
             raise TargetError(

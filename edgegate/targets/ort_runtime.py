@@ -94,8 +94,13 @@ def session_options(
     context_file: str | None = None,
     intra_op_threads: int | None = None,
     optimized_model_file: str | None = None,
+    spin: bool = True,
 ):
-    """SessionOptions for `kind` ("cpu" or "qnn") with EdgeGate's settings."""
+    """SessionOptions for `kind` ("cpu" or "qnn") with EdgeGate's settings. ``spin=False``
+    for sessions that share the process with other work (scoring: host glue in torch, the
+    emulator's threads): ORT's pool threads otherwise busy-wait after every call and take
+    the cores that work needs (measured here: R-Net + one crop resize 2.7 ms a call with
+    spinning, 1.2 ms without). Timing sessions (bench_worker) keep ORT's default."""
     import onnxruntime as ort
 
     # ORT's process-wide logger prints [E:...] lines for conditions EdgeGate turns into its own
@@ -105,6 +110,8 @@ def session_options(
     so.log_severity_level = int(os.environ.get("EDGEGATE_ORT_LOG_LEVEL", "4"))
     if intra_op_threads:
         so.intra_op_num_threads = int(intra_op_threads)
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_model_file:
         so.optimized_model_filepath = optimized_model_file
         # A saved model keeps only portable optimizations: ORT_ENABLE_ALL adds NCHWc layout
@@ -136,11 +143,12 @@ def open_session(
     context_file: str | None = None,
     intra_op_threads: int | None = None,
     optimized_model_file: str | None = None,
+    spin: bool = True,
 ):
     import onnxruntime as ort
 
     options = dict(allow_cpu_fallback=allow_cpu_fallback, context_file=context_file,
-                   intra_op_threads=intra_op_threads, optimized_model_file=optimized_model_file)
+                   intra_op_threads=intra_op_threads, optimized_model_file=optimized_model_file, spin=spin)
     if kind != "qnn":
         so = session_options(kind, provider_options, **options)
         return ort.InferenceSession(model_path, sess_options=so, providers=["CPUExecutionProvider"],
