@@ -241,7 +241,7 @@ def test_check_reproducible_on_aihub(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
     def fake_start(*args: Any, compile_in: tuple[bool, ...], **kw: Any) -> Any:
         asked["compile_in"] = compile_in
-        return SimpleNamespace(wait=lambda: [{}], stop=lambda: None)
+        return SimpleNamespace(wait=lambda: [{}], stop=lambda: None, finished=False)
 
     def fake_compare(primary: Any, manifests: Any) -> ReproResult:
         return ReproResult(quantization_equal, [{"equal": quantization_equal}], None if quantization_equal else "g: differs")
