@@ -183,7 +183,7 @@ _BUILTINS: tuple[tuple[str, str, Direction, MetricKind, str], ...] = (
     ("compiled_size_mb", "MB", _L, _SIZE, "size of the compiled target model(s) on disk"),
     # Reproducibility and robustness.
     ("reproducible", "bool", _H, _QUALITY,
-     "1 when quantizing and compiling twice in fresh processes gave byte-identical artifacts"),
+     "1 when quantizing and compiling again in a fresh process gave byte-identical artifacts"),
     ("adversarial_disagreement_rate", "ratio", _L, _QUALITY,
      "fraction of seed inputs for which a bounded perturbation makes FP32 and INT8 disagree"),
     ("adversarial_coverage", "ratio", _H, _QUALITY, "neuron coverage reached by the search"),

@@ -119,6 +119,30 @@ def test_native_output_goes_to_the_run_log(tmp_path: Path) -> None:
     assert log.read_text() == " # LIBNATIVE: chatter on stdout\n # LIBNATIVE: chatter on stderr\n"
 
 
+def test_the_real_qnn_librarys_chatter_goes_to_the_log(tmp_path: Path) -> None:
+    """onnxruntime-qnn's library prints `# LIBNATIVE: ...` when its first session opens: with
+    a run's log set, the terminal never sees it."""
+    log = tmp_path / "native.log"
+    code = textwrap.dedent(f"""
+        import onnx
+        from pathlib import Path
+        from onnx import TensorProto, helper
+        from edgegate.targets.ort_runtime import native_log, open_session
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+        g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), {str(tmp_path / "relu.onnx")!r})
+        with native_log(Path({str(log)!r})):
+            open_session({str(tmp_path / "relu.onnx")!r}, "qnn", {{"backend_type": "htp"}}, allow_cpu_fallback=True)
+        print("opened")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "opened\n" and "LIBNATIVE" not in proc.stderr
+    assert "# LIBNATIVE:" in log.read_text()
+
+
 def test_eta_and_wall_time_text() -> None:
     assert eta_text(10.0, 1, 4) == " (10 s, ETA 30 s)"
     assert eta_text(40.0, 4, 4) == " (40 s)"

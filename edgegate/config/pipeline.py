@@ -166,7 +166,8 @@ class QuantizationSpec(SpecModel):
     cle: bool = False
     adaround: AdaRoundSpec | None = None
     seed: NonNegativeInt = 0
-    # Quantize + compile twice more in fresh processes and compare bytes (metric `reproducible`).
+    # The double run: quantize + compile once more in a fresh process (--repeats N: more) and
+    # compare bytes with the run's own (metric `reproducible`).
     verify_reproducible: bool = False
 
     @field_validator("adaround", mode="before")
