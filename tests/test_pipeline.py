@@ -71,15 +71,19 @@ def test_second_run_reuses_deterministic_results_and_says_from_which_run(emulato
     assert f"INT8 predictions from run {first.candidate.run_id}" in text and "--no-cache" in text
 
 
-def test_no_cache_and_two_workers_compute_the_same_records(emulator_runs) -> None:
-    """--no-cache recomputes everything (nothing reused), here with predictions spread over
-    two worker processes: the same bytes as the first, one-process run (the emulator is
-    deterministic, and the workers' slices are merged in sample order)."""
-    tmp, first, _ = emulator_runs
-    third = run_pipeline(MINI, _options(tmp, use_cache=False, jobs=2))
+def test_no_cache_and_two_workers_compute_the_same_records(emulator_runs, tmp_path: Path) -> None:
+    """--no-cache recomputes everything (nothing reused), here in a fresh database (so the FP32
+    baseline on the host CPU runs too) with predictions spread over two worker processes: the
+    same bytes as the first, one-process run (the emulator and ONNX Runtime are deterministic,
+    and the workers' slices are merged in sample order)."""
+    _, first, _ = emulator_runs
+    third = run_pipeline(MINI, _options(tmp_path, use_cache=False, jobs=2))
     assert third.candidate.reused == {} and "reused_from" not in third.adversarial
     assert not any(c.details["cached"] for c in third.candidate.compiled.values())
     assert _records(third) == _records(first)
+    assert not third.baseline.from_golden
+    fp32 = [Path(a["path"]).read_bytes() for r in (first, third) for a in r.baseline.artifacts if a["kind"] == "predictions"]
+    assert len(fp32) == 2 and fp32[0] == fp32[1]
     assert third.candidate.calls_per_image == first.candidate.calls_per_image
     assert third.adversarial["disagreement_rate"] == first.adversarial["disagreement_rate"]
 

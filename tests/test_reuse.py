@@ -94,6 +94,7 @@ def test_worker_slices_keep_sample_order() -> None:
     assert [len(p) for p in parts] == [4, 3, 3] and [i for p in parts for i in p] == ids
     assert split_evenly(ids[:2], 5) == [["s0"], ["s1"]]
     assert default_jobs("aihub", 1000) == 1  # remote: one lockstep predictor
+    assert default_jobs("cpu", 1000) == 1  # ONNX Runtime's pool already spans the host
     assert default_jobs("qnn-emulator", 4) == 1  # too few samples to pay for a worker's start
 
 

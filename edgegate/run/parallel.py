@@ -24,8 +24,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-# Cores one session keeps busy, by target kind (measured on a 2-core host, see above).
-CORES_PER_SESSION = {"qnn-emulator": 2, "cpu": 1}
+# Cores one session keeps busy, by target kind: the emulator about two (measured on a 2-core
+# host, see above); ONNX Runtime on the CPU all of them (its intra-op pool is the host's
+# size), so the CPU default is one process and more only when asked for.
+CORES_PER_SESSION = {"qnn-emulator": 2}
 # torch in a run does host glue on small tensors (crops, resizes, NMS) and the adversarial
 # search's gradients through small graphs: one thread. Two threads made a 24x24 area resize
 # 16x slower here (0.83 vs 0.05 ms: waking a pool costs more than the work) and fought ORT's
@@ -46,7 +48,7 @@ def host_cores() -> int:
 
 def default_jobs(kind: str, samples: int) -> int:
     """Workers worth starting for `samples` samples on a target of `kind`: the host's cores
-    over what one session uses, at most one per 8 samples; 1 for remote targets."""
+    over what one session uses, at most one per 8 samples; 1 for the CPU and remote targets."""
     per_session = CORES_PER_SESSION.get(kind)
     if per_session is None:
         return 1
@@ -77,7 +79,9 @@ def _init(pipeline: str, device: str | None, home: str, threads: int) -> None:
     _worker_state["ctx"] = load_context(pipeline, device=device, home=Path(home))
 
 
-def _predict_slice(compiled: Mapping[str, Any], split: str, ids: Sequence[str]) -> tuple[list[Any], dict[str, int]]:
+def _predict_slice(
+    compiled: Mapping[str, Any], baseline: bool, split: str, ids: Sequence[str]
+) -> tuple[list[Any], dict[str, int]]:
     from edgegate.packs.adapters import predict_sample
     from edgegate.run.runners import variant_runner
 
@@ -85,7 +89,8 @@ def _predict_slice(compiled: Mapping[str, Any], split: str, ids: Sequence[str]) 
     if "runner" not in _worker_state:  # the compiled graphs are opened once per worker
         counts: dict[str, int] = {}
         _worker_state["counts"] = counts
-        _worker_state["runner"] = variant_runner(ctx.target, compiled, counts=counts)
+        target = ctx.baseline_target if baseline else ctx.target  # the FP32 baseline may run on the host CPU
+        _worker_state["runner"] = variant_runner(target, compiled, counts=counts)
     by_id = {s.id: s for s in ctx.pack.samples(split)}
     counts = _worker_state["counts"]
     before = dict(counts)
@@ -100,14 +105,17 @@ def predict_in_workers(
     compiled: Mapping[str, Any],
     slices: Sequence[tuple[str, Sequence[str]]],
     jobs: int,
+    *,
+    baseline: bool,
 ) -> tuple[list[list[Any]], dict[str, int]]:
     """Predictions of every (split, sample ids) slice, in the order given, computed by `jobs`
-    spawned workers; and the graph calls they made, summed."""
+    spawned workers on the run's target (``baseline``: the FP32 baseline's target); and the
+    graph calls they made, summed."""
     threads = max(1, host_cores() // jobs)
     ctx = get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init,
                              initargs=(str(pipeline), device, str(home), threads)) as pool:
-        futures = [pool.submit(_predict_slice, dict(compiled), split, list(ids)) for split, ids in slices]
+        futures = [pool.submit(_predict_slice, dict(compiled), baseline, split, list(ids)) for split, ids in slices]
         results = [f.result() for f in futures]
     counts: dict[str, int] = {}
     for _, c in results:

@@ -291,7 +291,7 @@ def _predict_in_workers(
     with scope.progress.stage(f"{plan.variant.value}: infer on {plan.target.name} in {len(eval_slices)} worker processes"):
         parts, counts = predict_in_workers(
             ctx.spec.source_path, str(ctx.device.source_path) if ctx.device.source_path else ctx.device.name,
-            ctx.home, compiled, slices, jobs,
+            ctx.home, compiled, slices, jobs, baseline=plan.target is ctx.baseline_target,
         )
     preds = [p for part in parts[: len(eval_slices)] for p in part]
     support_preds = [p for part in parts[len(eval_slices):] for p in part]
