@@ -28,8 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = re.compile(r"^edgegate: (.+) done \(([\d.]+) s\)$")
-TIMED = {"inference_time_ms", "inference_time_p90_ms", "load_time_ms", "compile_time_ms", "peak_memory_mb",
-         "load_peak_memory_mb", "batch_time_ms"}
 
 
 def timed_run(pipeline: str, env: dict[str, str], report: Path) -> dict:
@@ -44,12 +42,20 @@ def timed_run(pipeline: str, env: dict[str, str], report: Path) -> dict:
 
 
 def quality(report: Path) -> dict:
+    """What must not change between a cold and a warm run: every metric EdgeGate computed
+    (source `computed`) and every gate not on a timing; timings are measured again."""
     r = json.loads(report.read_text())
-    metrics = {k: v["value"] for k, v in r["candidate"]["metrics"].items()
-               if k not in TIMED and not k.startswith("inference_time")}
+    metrics = {k: v["value"] for k, v in r["candidate"]["metrics"].items() if v["source"] == "computed"}
     return {"metrics": metrics, "gates": [(g["expr"], g["status"]) for g in r["gates"]
-                                          if not g["metric"].startswith("inference_time")],
+                                          if g["source"] in (None, "computed")],
             "reused": r["candidate"].get("reused"), "passed": r["verdict"]["passed"]}
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    out = [f"{k}: {a['metrics'].get(k)} vs {b['metrics'].get(k)}"
+           for k in sorted(set(a["metrics"]) | set(b["metrics"])) if a["metrics"].get(k) != b["metrics"].get(k)]
+    out += [f"gate {x} vs {y}" for x, y in zip(a["gates"], b["gates"]) if x != y]
+    return out + ([f"verdict {a['passed']} vs {b['passed']}"] if a["passed"] != b["passed"] else [])
 
 
 def main() -> int:
@@ -75,7 +81,8 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     cold, warms = runs[0], runs[1:]
-    same = all({**w["quality"], "reused": None} == {**cold["quality"], "reused": None} for w in warms)
+    diffs = [differences(cold["quality"], w["quality"]) for w in warms]
+    same = not any(diffs)
     result = {
         "pipeline": args.pipeline,
         "cold_s": cold["wall_s"],
@@ -83,6 +90,8 @@ def main() -> int:
         "cold_stages": cold["stages"],
         "warm_stages": [w["stages"] for w in warms],
         "warm_report_same_as_cold": same,
+        "warm_differences": diffs,
+        "cold_metrics": cold["quality"]["metrics"],
         "warm_reused": [w["quality"]["reused"] for w in warms],
         "libnative_on_terminal": any(r["libnative_on_terminal"] for r in runs),
         "exit_code": cold["exit_code"],
@@ -100,6 +109,9 @@ def main() -> int:
         for stage, secs in r["stages"]:
             print(f"  {secs:7.1f} s  {stage}")
     print(f"warm report same as cold (quality metrics, gates): {same}")
+    for d in diffs:
+        for line in d:
+            print(f"  differs: {line}")
     print(f"written to {out_path.relative_to(ROOT)}")
     return 0 if same else 1
 

@@ -9,8 +9,10 @@ result names the first artifact that differs and, inside it, the first encoding 
 A worker may be asked not to compile (``compile_in``: a remote compile costs a job on the
 service, see ``run.repro_check.repro_plan``); its compiled artifacts are then not compared.
 
-Known cause fixed elsewhere: ONNX Runtime names the QNN partition after a hash of the
-model's path, so EdgeGate compiles from the model's bytes (targets/local.py).
+Known causes fixed elsewhere (targets/qnn_compile.py): ONNX Runtime names the QNN partition
+after a hash of the model's path, so EdgeGate compiles from the model's bytes; and QNN's
+context binary depends on what the process compiled before, so every emulator compile runs
+in a process of its own.
 """
 
 from __future__ import annotations

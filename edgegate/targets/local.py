@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -138,18 +139,6 @@ class _OrtTarget(TargetBase):
         )
 
 
-def _model_source(onnx_path: Path) -> str | bytes:
-    """The model as bytes when it is self-contained: ONNX Runtime names the QNN partition
-    (and so the context binary's graph) after a hash that includes the model's *path*, so
-    compiling from bytes is what makes context binaries byte-reproducible across runs."""
-    import onnx
-
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in m.graph.initializer):
-        return str(onnx_path)
-    return onnx_path.read_bytes()
-
-
 def _count_nodes(onnx_path: Path) -> int:
     import onnx
 
@@ -244,7 +233,8 @@ class QnnEmulatorTarget(_OrtTarget):
         return {
             "kind": "qnn-emulator",
             "name": self.name,
-            "runtime": "onnxruntime-qnn (QNN HTP emulator, x86_64 host)",
+            # part of the compile key: each graph compiles in a fresh process (targets.qnn_compile)
+            "runtime": "onnxruntime-qnn (QNN HTP emulator, x86_64 host; one process per compile)",
             "chipset": self.chipset,
             "arch": self.arch,
             "htp_arch": self.htp_arch,
@@ -261,19 +251,12 @@ class QnnEmulatorTarget(_OrtTarget):
         ctx = out_dir / f"{graph}_qnn_ctx.onnx"
         total = _count_nodes(onnx_path)
         t0 = time.perf_counter()
-        try:
-            open_session(
-                _model_source(onnx_path),
-                "qnn",
-                self._provider_options(),
-                allow_cpu_fallback=False,
-                context_file=str(ctx),
-            )
-        except Exception as exc:  # noqa: BLE001
+        error = self._compile_in_fresh_process(onnx_path, ctx, allow_cpu_fallback=False)
+        if error is not None:
             for stale in out_dir.glob(f"{graph}_qnn_ctx*"):  # a failed attempt may leave a binary
                 stale.unlink()
-            if "fallback to CPU EP has been explicitly disabled" not in str(exc):
-                raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {exc}") from exc
+            if "fallback to CPU EP has been explicitly disabled" not in error:
+                raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {error}")
             return self._compile_with_fallback(graph, onnx_path, out_dir, ctx, total)
         ms = (time.perf_counter() - t0) * 1e3
         files = self._context_files(ctx)
@@ -287,13 +270,9 @@ class QnnEmulatorTarget(_OrtTarget):
 
         probe = out_dir / f"{graph}_qnn_ctx_fallback.onnx"
         t0 = time.perf_counter()
-        try:
-            open_session(
-                _model_source(onnx_path), "qnn", self._provider_options(), allow_cpu_fallback=True,
-                context_file=str(probe),
-            )
-        except Exception as exc:  # noqa: BLE001
-            raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {exc}") from exc
+        error = self._compile_in_fresh_process(onnx_path, probe, allow_cpu_fallback=True)
+        if error is not None:
+            raise CompileError(f"{self.name}: QNN failed to compile graph '{graph}': {error}")
         ms = (time.perf_counter() - t0) * 1e3
         nodes = onnx.load(str(probe), load_external_data=False).graph.node
         cpu = [n for n in nodes if n.op_type != "EPContext"]
@@ -315,6 +294,21 @@ class QnnEmulatorTarget(_OrtTarget):
             graph, probe, self._context_files(probe), total - len(cpu), len(cpu), cpu_ops, ms,
             {"provider_options": self._provider_options(), "cpu_fallback": True},
         )
+
+    def _compile_in_fresh_process(self, onnx_path: Path, context_file: Path, *, allow_cpu_fallback: bool) -> str | None:
+        """QNN's compile in a process of its own (``targets.qnn_compile``: the bytes would
+        otherwise depend on what this process compiled before); None, or the error text."""
+        with tempfile.TemporaryDirectory(prefix="edgegate-qnn-compile-") as tmp:
+            req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
+            req.write_text(json.dumps({"model": str(onnx_path), "context_file": str(context_file),
+                                       "provider_options": self._provider_options(),
+                                       "allow_cpu_fallback": allow_cpu_fallback}))
+            proc = subprocess.run([sys.executable, "-m", "edgegate.targets.qnn_compile", str(req), str(res)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0 or not res.is_file():
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+                return f"the compile process failed: {tail[0]}"
+            return json.loads(res.read_text())["error"]
 
     @staticmethod
     def _context_files(ctx: Path) -> tuple[Path, ...]:
