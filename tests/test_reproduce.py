@@ -12,7 +12,7 @@ from edgegate.run.context import load_context
 from edgegate.run.runners import collect_graph_inputs, cpu_runner
 from edgegate.run.stages import export_graphs
 from edgegate.progress import Progress
-from edgegate.run.reproduce import compare_artifacts, first_json_difference, run_workers
+from edgegate.run.reproduce import compare_artifacts, first_json_difference, start_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT / "tests" / "fixtures" / "pipelines" / "person_detect_mini.yaml"
@@ -52,23 +52,32 @@ def calibration(tmp_path_factory: pytest.TempPathFactory):
     return collect_graph_inputs(ctx.adapter, cpu_runner(fp32), samples, Progress(quiet=True), "calibration")
 
 
+@pytest.fixture(scope="module")
+def three_workers(calibration, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Three fresh processes side by side: two as the run asks, the third fed the calibration
+    batches in reverse order."""
+    return start_workers(MINI, "cpu", calibration, tmp_path_factory.mktemp("workers"),
+                         compile_in=(True, True, False), perturb={2: "reverse-calibration"}).wait()
+
+
 @pytest.mark.slow
-def test_fresh_processes_are_byte_identical(calibration, tmp_path: Path) -> None:
-    a, b = run_workers(MINI, "cpu", calibration, tmp_path)
+def test_fresh_processes_are_byte_identical(three_workers) -> None:
+    a, b, _ = three_workers
     res = compare_artifacts([("process 1", a), ("process 2", b)])
     assert res.reproducible, res.first_difference
     assert {r["artifact"] for r in res.checked} == {"encodings", "qdq_onnx", "compiled"}
 
 
 @pytest.mark.slow
-def test_perturbed_calibration_order_is_detected(calibration, tmp_path: Path) -> None:
-    a, b = run_workers(MINI, "cpu", calibration, tmp_path, perturb_second="reverse-calibration")
-    res = compare_artifacts([("process 1", a), ("process 2", b)])
+def test_perturbed_calibration_order_is_detected(three_workers) -> None:
+    a, _, c = three_workers
+    res = compare_artifacts([("process 1", a), ("process 3", c)])
     assert not res.reproducible
     # AIMET's tf_enhanced histograms depend on the order batches arrive in: the encodings
     # are the first artifact to differ, and the report names the tensor.
-    assert res.first_difference.startswith("pnet: encodings pnet.encodings differs (process 1 vs process 2)")
+    assert res.first_difference.startswith("pnet: encodings pnet.encodings differs (process 1 vs process 3)")
     assert "first difference at" in res.first_difference
+    assert "compiled" not in c["pnet"]  # a worker asked not to compile does not
 
 
 def test_encodings_do_not_depend_on_the_callers_thread_count(tmp_path: Path) -> None:

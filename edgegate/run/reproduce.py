@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,21 +178,6 @@ def start_workers(
     return Workers(procs, timeout_s)
 
 
-def run_workers(
-    pipeline: str | Path,
-    device: str | None,
-    calibration: Mapping[str, list[tuple[np.ndarray, ...]]],
-    work_dir: Path,
-    *,
-    perturb_second: str | None = None,
-    timeout_s: float = 1800,
-    compile_in: Sequence[bool] = (True, True),
-) -> list[dict[str, Any]]:
-    """Fresh worker processes (two by default), side by side; returns their manifests."""
-    return start_workers(pipeline, device, calibration, work_dir, compile_in=compile_in,
-                         perturb={1: perturb_second} if perturb_second else None, timeout_s=timeout_s).wait()
-
-
 def first_json_difference(a: Any, b: Any, path: str = "") -> str | None:
     """Path and values of the first place two JSON documents differ."""
     if type(a) is not type(b):
@@ -282,23 +266,6 @@ def compare_with_run(primary: Mapping[str, Any] | None, manifests: Sequence[Mapp
     sets: list[tuple[str, Mapping[str, Any]]] = [("this run", primary)] if primary is not None else []
     sets += [(f"fresh process {i}", m) for i, m in enumerate(manifests, 1)]
     return compare_artifacts(sets)
-
-
-def verify_reproducible(
-    pipeline: str | Path,
-    device: str | None,
-    calibration: Mapping[str, list[tuple[np.ndarray, ...]]],
-    primary: Mapping[str, Any] | None,
-    *,
-    work_dir: Path | None = None,
-    perturb_second: str | None = None,
-    compile_in: Sequence[bool] = (True, True),
-) -> ReproResult:
-    """Quantize + compile in fresh processes (one per ``compile_in``) and compare them with
-    each other and with `primary` (this run's own artifacts, same {graph: {...}} shape)."""
-    work = work_dir or Path(tempfile.mkdtemp(prefix="eg-repro-"))
-    manifests = run_workers(pipeline, device, calibration, work, perturb_second=perturb_second, compile_in=compile_in)
-    return compare_with_run(primary, manifests)
 
 
 if __name__ == "__main__":
