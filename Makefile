@@ -33,6 +33,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/harness_overhead.py
 	$(BIN)/python bench/run_wall.py
+	$(BIN)/python bench/scoring_throughput.py
 	$(BIN)/python bench/aa_false_alarm.py
 	$(BIN)/python bench/hostile_files.py
 
