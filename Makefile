@@ -25,8 +25,9 @@ $(STAMP): setup.cfg pyproject.toml
 run: setup
 	$(BIN)/edgegate run pipelines/person_detect.yaml
 
-# Every core (pytest-xdist); a test module stays on one worker, so its fixtures are built once.
-TEST_WORKERS ?= auto
+# Every core (pytest-xdist), at most 4 (each worker holds torch, AIMET and ONNX Runtime); a
+# test module stays on one worker, so its fixtures are built once.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
