@@ -14,7 +14,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -205,14 +205,25 @@ def _quantsim(model: torch.nn.Module, dummy: tuple, settings: QuantizeSettings):
     )
 
 
+def _forward_all_inputs(model: Any, *args: Any, **kwargs: Any) -> Any:
+    """AdaRound's forward: a batch from the data loader (a tuple of every graph input) or a
+    block's own arguments."""
+    if len(args) == 1 and not kwargs and isinstance(args[0], (tuple, list)):
+        return model(*args[0])
+    return model(*args, **kwargs)
+
+
 def _adaround(model, sim, dummy, batches, settings: QuantizeSettings, out_dir: Path, stem: str):
     """Replace the sim's weights with AdaRound-optimised ones (8-bit weights unless told)."""
     from aimet_torch.adaround.adaround_weight import Adaround, AdaroundParameters
 
     params = AdaroundParameters(
-        data_loader=[b if len(b) > 1 else b[0] for b in batches],
+        data_loader=[tuple(b) for b in batches],
         num_batches=len(batches),
         default_num_iterations=settings.adaround_iterations,
+        # AIMET's default forward takes a tuple for (inputs, labels): a graph with two inputs
+        # got only its first, one with four failed ("too many values to unpack")
+        forward_fn=_forward_all_inputs,
     )
     adarounded = Adaround.apply_adaround(
         model,
