@@ -45,6 +45,14 @@ def test_adapter_option_files_are_keyed_by_content(tmp_path: Path) -> None:
     assert with_file_digests(opts, lambda v: tmp_path / v) != a
 
 
+def test_keys_name_the_host_that_computed() -> None:
+    from edgegate.run.reuse import runtime_versions
+
+    host = runtime_versions()["host"]
+    assert host["machine"] and host["cores"] >= 1 and len(host["isa"]) == 16
+    assert runtime_versions()["onnxruntime"] and "torch" in runtime_versions()
+
+
 def test_only_host_targets_reuse_results() -> None:
     from edgegate.targets.aihub import AihubTarget
     from edgegate.targets.local import CpuTarget, QnnEmulatorTarget

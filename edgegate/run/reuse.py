@@ -17,7 +17,9 @@ targets (AI Hub, boards) never reuse: their ``deterministic`` is False. Every re
 carries the run that computed it (``ComputedBy``), which the report prints; ``--no-cache``
 recomputes everything.
 
-The code digest covers EdgeGate's whole source and, for an adapter or scorer defined
+Every key also holds the versions of what computes host results and the host itself (CPU
+model, instruction-set flags, cores): a cache shared between machines serves a result only
+to the same kind of machine. The code digest covers EdgeGate's whole source and, for an adapter or scorer defined
 outside EdgeGate, every ``.py`` file of its top-level package (or its one module): a changed
 adapter is never served stale predictions.
 """
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import platform
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +42,8 @@ from edgegate.targets.base import CompiledGraph, Target
 from edgegate.versions import package_versions
 
 # What computes predictions besides EdgeGate's own code: their versions are in every key.
-RUNTIME_PACKAGES = ("numpy", "torch", "onnxruntime", "onnxruntime-qnn", "pillow", "tokenizers")
+RUNTIME_PACKAGES = ("numpy", "torch", "onnxruntime", "onnxruntime-qnn", "pillow", "tokenizers",
+                    "aimet-torch", "aimet-onnx")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -118,8 +123,29 @@ def with_file_digests(value: Any, resolve: Callable[[str], Path]) -> Any:
     return value
 
 
-def runtime_versions() -> dict[str, str]:
-    return package_versions(RUNTIME_PACKAGES)
+def runtime_versions() -> dict[str, Any]:
+    """The packages that compute host results, and the host that ran them: ONNX Runtime,
+    torch and the emulator pick kernels by instruction set, so a cache shared between
+    machines (EDGEGATE_CACHE on CI) only serves results computed on the same kind of CPU."""
+    return {**package_versions(RUNTIME_PACKAGES), "host": host_identity()}
+
+
+@functools.lru_cache(maxsize=1)
+def host_identity() -> dict[str, Any]:
+    """Architecture, CPU model, a digest of its instruction-set flags, and the core count."""
+    model, flags = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "cpu": model or platform.processor(),
+            "isa": hashlib.sha256(flags.encode()).hexdigest()[:16], "cores": os.cpu_count()}
 
 
 def target_identity(target: Target) -> dict[str, Any]:
