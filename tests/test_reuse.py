@@ -35,6 +35,26 @@ def test_code_digest_follows_a_custom_adapters_source(tmp_path: Path, monkeypatc
     assert code_digest([object()]) == code_digest([object()])  # builtins: no source, still a stable key
 
 
+def test_code_digest_covers_namespace_packages_and_a_lone_modules_helpers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    ns = tmp_path / "nspkg_eg"  # no __init__.py: a namespace package
+    ns.mkdir()
+    (ns / "adapters.py").write_text("class A:\n    pass\n")
+    (ns / "helpers.py").write_text("K = 1\n")
+    (tmp_path / "lone_eg.py").write_text("class B:\n    pass\n")
+    (tmp_path / "lone_helpers_eg.py").write_text("K = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    a = importlib.import_module("nspkg_eg.adapters").A()
+    b = importlib.import_module("lone_eg").B()
+    before = code_digest([a]), code_digest([b])
+    (ns / "helpers.py").write_text("K = 2\n")  # a helper the adapter imports, edited
+    (tmp_path / "lone_helpers_eg.py").write_text("K = 2\n")
+    assert code_digest([a]) != before[0] and code_digest([b]) != before[1]
+
+
 def test_adapter_option_files_are_keyed_by_content(tmp_path: Path) -> None:
     names = tmp_path / "classes.txt"
     names.write_text("cat\ndog\n")
@@ -43,6 +63,12 @@ def test_adapter_option_files_are_keyed_by_content(tmp_path: Path) -> None:
     assert a["class_names"]["file"] == "classes.txt" and a["size"] == [224, 224] and a["layout"] == "NCHW"
     names.write_text("cat\nbird\n")
     assert with_file_digests(opts, lambda v: tmp_path / v) != a
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    (tok / "tokenizer.json").write_text("{}")
+    d = with_file_digests({"tokenizer": "tok"}, lambda v: tmp_path / v)
+    (tok / "tokenizer.json").write_text('{"v": 2}')
+    assert d["tokenizer"]["dir"] == "tok" and with_file_digests({"tokenizer": "tok"}, lambda v: tmp_path / v) != d
 
 
 def test_keys_name_the_host_that_computed() -> None:

@@ -113,10 +113,17 @@ def predict_in_workers(
     graph calls they made, summed."""
     threads = max(1, host_cores() // jobs)
     ctx = get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init,
-                             initargs=(str(pipeline), device, str(home), threads)) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init,
+                               initargs=(str(pipeline), device, str(home), threads))
+    try:
         futures = [pool.submit(_predict_slice, dict(compiled), baseline, split, list(ids)) for split, ids in slices]
         results = [f.result() for f in futures]
+    except BaseException:  # a failed slice, Ctrl-C or SIGTERM: do not wait for the other slices
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        raise
+    pool.shutdown()
     counts: dict[str, int] = {}
     for _, c in results:
         for g, n in c.items():

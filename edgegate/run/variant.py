@@ -251,6 +251,7 @@ def variant_predictions(
     key = {
         "variant": plan.variant.value,
         "target": target_identity(target),
+        "device": ctx.device.model_dump(mode="json"),  # e.g. the CPU's intra_op_threads
         "compiled": compiled_digests(compiled),
         "pack": ctx.pack.digest,
         "samples": samples_digest(scope.eval_samples),

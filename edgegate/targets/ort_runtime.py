@@ -47,23 +47,38 @@ def native_output_captured() -> Iterator[None]:
     """QNN's native libraries print banners and notes (``# LIBNATIVE: ...``) on fd 1 and 2:
     stdout is kept for reports and the terminal for EdgeGate's own lines, so both go to the
     run's native log, or to stderr when no log is set."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sink = (os.open(_native_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            if _native_log is not None else os.dup(2))
-    saved = os.dup(1), os.dup(2)
+    _flush()
+    saved1 = os.dup(1)
     try:
-        os.dup2(sink, 1)
-        if _native_log is not None:
-            os.dup2(sink, 2)
-        yield
+        saved2 = os.dup(2)
+        try:
+            sink = (os.open(_native_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                    if _native_log is not None else os.dup(2))
+            try:
+                os.dup2(sink, 1)
+                if _native_log is not None:
+                    os.dup2(sink, 2)
+                try:
+                    yield
+                finally:
+                    _flush()
+                    os.dup2(saved1, 1)
+                    os.dup2(saved2, 2)
+            finally:
+                os.close(sink)
+        finally:
+            os.close(saved2)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, sink):
-            os.close(fd)
+        os.close(saved1)
+
+
+def _flush() -> None:
+    """Flush Python's buffers before fds move; a full disk must not stop the fds going back."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def qnn_devices() -> list[Any]:
