@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgegate.artifacts import ArtifactCache, sha256_file
 from edgegate.errors import InputError
 from edgegate.gates import Gate, GateResult, GateStatus, evaluate_gates
 from edgegate.metrics import Direction, Measurement, get_metric
@@ -26,7 +27,6 @@ from edgegate.packs.adapters import SearchableAdapter
 from edgegate.packs.sample import Sample
 from edgegate.progress import Progress
 from edgegate.results import ArtifactKind, VariantResult
-from edgegate.artifacts import ArtifactCache, sha256_file
 from edgegate.run.adversarial import (
     AdversarialResult,
     AdversarialSettings,
@@ -40,12 +40,10 @@ from edgegate.run.models import load_torch_model
 from edgegate.run.outputs import read_per_sample
 from edgegate.run.reuse import (
     ComputedBy,
-    code_digest,
+    adapter_key,
     compiled_digests,
-    runtime_versions,
     samples_digest,
     target_identity,
-    with_file_digests,
 )
 from edgegate.run.runners import cpu_runner, target_runner
 from edgegate.run.stages import combined_aggregate, computed_metrics
@@ -134,10 +132,7 @@ def search_adversarial(
                      if on_target else {g: sha256_file(p) for g, p in qdq.items()}),
             "samples": samples_digest(eval_samples[: adv.seeds]),
             "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "time_budget_s"},
-            "adapter": ctx.spec.model.adapter,
-            "adapter_options": with_file_digests(ctx.spec.model.adapter_options, ctx.spec.resolve_path),
-            "code": code_digest([adapter]),
-            "versions": runtime_versions(),
+            **adapter_key(ctx.spec, [adapter]),
         }
         stored = cache.find("adversarial", key)
         if stored is not None:

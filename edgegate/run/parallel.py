@@ -57,7 +57,8 @@ def default_jobs(kind: str, samples: int) -> int:
 
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to `n` while the context lasts."""
+    """torch's intra-op threads set to `n` while the block lasts (also a decorator:
+    quantization runs on ``quantize.QUANTIZE_THREADS``)."""
     import torch
 
     before = torch.get_num_threads()

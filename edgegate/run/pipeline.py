@@ -252,12 +252,12 @@ def _run(pipeline_path: str | Path, opts: RunOptions, cleanup: ExitStack) -> Pip
     # 7b. the reproducibility check: this run's artifacts against the fresh process's
     repro = None
     if repro_check is not None:
-        repro = repro_check.finish(quantized, candidate, scope.computed_by(candidate))
+        repro = repro_check.finish(quantized, candidate, scope.computed_by(candidate.run_id, candidate.run_key))
         _store_check(db, candidate.run_id, repro)
 
     # 7c. optionally (the pipeline's adversarial section): search for inputs FP32 and INT8 disagree on
     adversarial = search_adversarial(ctx, fp32, qdq, candidate, eval_samples, progress, cache,
-                                     scope.computed_by(candidate))
+                                     scope.computed_by(candidate.run_id, candidate.run_key))
     _store_check(db, candidate.run_id, adversarial)
 
     # The candidate as measured, with what the checks computed: its final value.

@@ -11,7 +11,6 @@ import json
 import logging
 import random
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from edgegate.errors import EdgeGateError, InputError
+from edgegate.run.parallel import torch_threads
 from edgegate.run.qnn_config import align_bias_scales
 
 log = logging.getLogger(__name__)
@@ -91,17 +91,6 @@ def check_calibration(calibration: Sequence[object], stem: str) -> None:
 # threads vs 1). One thread makes the encodings the same bytes on every machine, whatever its
 # core count, which is what the reproducibility gate checks (and why it is part of the cache key).
 QUANTIZE_THREADS = 1
-
-
-@contextmanager
-def torch_threads(n: int):
-    """torch's intra-op thread count set to `n` for the block (also usable as a decorator)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch_threads(QUANTIZE_THREADS)

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgegate.errors import InputError
 from edgegate.run.qnn_config import align_bias_scales
+from edgegate.run.parallel import torch_threads
 from edgegate.run.quantize import (
     QUANTIZE_THREADS,
     QuantizedGraph,
@@ -29,7 +30,6 @@ from edgegate.run.quantize import (
     check_calibration,
     normalise_json,
     seed_everything,
-    torch_threads,
 )
 
 log = logging.getLogger(__name__)

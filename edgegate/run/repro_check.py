@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgegate.artifacts import ArtifactCache, CacheEntry, digest_json, sha256_file
+from edgegate.artifacts import ArtifactCache, CacheEntry, sha256_file
 from edgegate.progress import Progress
 from edgegate.results import ArtifactKind, VariantResult
 from edgegate.run.checks import CheckOutcome
@@ -32,7 +32,7 @@ from edgegate.run.context import RunContext
 from edgegate.run.reproduce import ReproResult, Workers, compare_with_run, start_workers
 from edgegate.run.reuse import ComputedBy, code_digest, runtime_versions, target_identity
 from edgegate.run.runners import GraphInputs
-from edgegate.run.stages import QuantizedFiles, array_digest, computed_metrics
+from edgegate.run.stages import QuantizedFiles, aimet_config_id, batches_digest, computed_metrics
 from edgegate.targets.aihub_toolchain import QAIRT_TAGS
 
 
@@ -111,13 +111,11 @@ class ReproducibilityCheck:
 
     def _key(self, fp32: Mapping[str, Path]) -> dict[str, Any]:
         ctx = self.ctx
-        config = ctx.aimet_config
         return {
             "fp32": {g: sha256_file(p) for g, p in fp32.items()},
-            "calibration": {g: digest_json([[array_digest(a) for a in b] for b in batches])
-                            for g, batches in self.calibration.items()},
+            "calibration": {g: batches_digest(batches) for g, batches in self.calibration.items()},
             "quantization": ctx.spec.quantization.model_dump(mode="json", exclude={"verify_reproducible"}),
-            "aimet_config": "sha256:" + sha256_file(Path(config)) if Path(config).is_file() else config,
+            "aimet_config": aimet_config_id(ctx),
             "graphs": {g: spec.model_dump(mode="json") for g, spec in ctx.spec.model.graphs.items()},
             "device": ctx.device.model_dump(mode="json"),
             "target": target_identity(ctx.target),

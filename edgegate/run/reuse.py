@@ -35,12 +35,15 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgegate.artifacts import digest_json, sha256_file
 from edgegate.packs.sample import Sample
 from edgegate.targets.base import CompiledGraph, Target
 from edgegate.versions import package_versions
+
+if TYPE_CHECKING:
+    from edgegate.config import PipelineSpec
 
 # What computes predictions besides EdgeGate's own code: their versions are in every key.
 RUNTIME_PACKAGES = ("numpy", "torch", "onnxruntime", "onnxruntime-qnn", "pillow", "tokenizers",
@@ -126,6 +129,18 @@ def with_file_digests(value: Any, resolve: Callable[[str], Path]) -> Any:
         except (OSError, ValueError):
             pass
     return value
+
+
+def adapter_key(spec: PipelineSpec, objects: Iterable[Any]) -> dict[str, Any]:
+    """The key parts of a result the pipeline's host code computes: the adapter and its options
+    (files they name by content), the code of `objects` (the adapter, the scorers) and EdgeGate,
+    and what computes on this host."""
+    return {
+        "adapter": spec.model.adapter,
+        "adapter_options": with_file_digests(spec.model.adapter_options, spec.resolve_path),
+        "code": code_digest(objects),
+        "versions": runtime_versions(),
+    }
 
 
 def runtime_versions() -> dict[str, Any]:

@@ -101,6 +101,17 @@ def array_digest(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def batches_digest(batches: Sequence[Sequence[np.ndarray]]) -> str:
+    """One digest of a graph's calibration batches (a cache key part)."""
+    return digest_json([[array_digest(a) for a in b] for b in batches])
+
+
+def aimet_config_id(ctx: RunContext) -> str:
+    """The device's AIMET config as a key part: its alias, or the sha256 of a config file."""
+    config = ctx.aimet_config
+    return "sha256:" + sha256_file(Path(config)) if Path(config).is_file() else config
+
+
 def quantize_graphs(
     ctx: RunContext,
     fp32: Mapping[str, Path],
@@ -116,9 +127,7 @@ def quantize_graphs(
     from edgegate.run.quantize_onnx import aimet_onnx_version, quantize_onnx_graph
 
     settings = quantize_settings(ctx)
-    config_id = ctx.aimet_config
-    if Path(config_id).is_file():
-        config_id = "sha256:" + sha256_file(Path(config_id))
+    config_id = aimet_config_id(ctx)
     aimet_config = read_aimet_config(settings.config)
     out: dict[str, QuantizedFiles] = {}
     for g in ctx.graphs:
@@ -133,7 +142,7 @@ def quantize_graphs(
             "graph": g.name,
             "fp32": {n: sha256_file(p) for n, p in fp32.items()},  # calibration of later graphs runs earlier ones
             "settings": {**settings.__dict__, "config": qnn.digest if qnn is not None else config_id},
-            "calibration": digest_json([[array_digest(a) for a in b] for b in batches]),
+            "calibration": batches_digest(batches),
             "aimet": aimet_version() if g.is_torch else f"aimet-onnx {aimet_onnx_version()}",
             "edgegate": __version__,
             "threads": QUANTIZE_THREADS,

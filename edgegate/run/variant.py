@@ -25,21 +25,30 @@ from edgegate.metrics import Measurement, Source
 from edgegate.packs.adapters import Prediction
 from edgegate.packs.sample import Sample
 from edgegate.progress import Progress
-from edgegate.results import RUN_KEY_FIELD, ArtifactKind, VariantResult, new_run_key, open_run_dir
-from edgegate.run.context import RunContext
 from edgegate.report.evidence import utc_timestamp
-from edgegate.run.outputs import ArtifactFile, load_predictions, predictions_json, write_variant_outputs
-from edgegate.run.runners import GraphFeeds, variant_runner
+from edgegate.results import (
+    RUN_KEY_FIELD,
+    ArtifactKind,
+    VariantResult,
+    new_run_key,
+    open_run_dir,
+)
+from edgegate.run.context import RunContext
+from edgegate.run.outputs import (
+    ArtifactFile,
+    load_predictions,
+    predictions_json,
+    write_variant_outputs,
+)
 from edgegate.run.parallel import default_jobs, predict_in_workers, split_evenly
 from edgegate.run.reuse import (
     ComputedBy,
-    code_digest,
+    adapter_key,
     compiled_digests,
-    runtime_versions,
     samples_digest,
     target_identity,
-    with_file_digests,
 )
+from edgegate.run.runners import GraphFeeds, variant_runner
 from edgegate.run.stages import (
     Evaluation,
     compile_graphs,
@@ -50,7 +59,12 @@ from edgegate.run.stages import (
 )
 from edgegate.stats import summarize_latency
 from edgegate.targets.base import BenchmarkResult, CompiledGraph, Target, Variant
-from edgegate.toolchain import Toolchain, graph_toolchain, recorded_toolchain, run_toolchain
+from edgegate.toolchain import (
+    Toolchain,
+    graph_toolchain,
+    recorded_toolchain,
+    run_toolchain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +83,9 @@ class RunScope:
     bench_feeds: GraphFeeds  # what the benchmark feeds each graph
     jobs: int | None = None  # prediction worker processes (--jobs); None: from the host (run.parallel)
 
-    def computed_by(self, variant: VariantResult) -> ComputedBy:
-        """This run's variant as the computer of a result a later run may reuse."""
-        return ComputedBy(variant.run_id, variant.run_key or "", self.ctx.spec.name, self.ctx.device.name,
-                          utc_timestamp())
+    def computed_by(self, run_id: int, run_key: str | None) -> ComputedBy:
+        """A variant of this run as the computer of a result a later run may reuse."""
+        return ComputedBy(run_id, run_key or "", self.ctx.spec.name, self.ctx.device.name, utc_timestamp())
 
 
 @dataclass(frozen=True)
@@ -162,8 +175,7 @@ def run_variant(scope: RunScope, plan: VariantPlan) -> MeasuredVariant:
         support_split = ctx.spec.evaluation.support_split
         support = ctx.pack.samples(support_split) if support_split else []
         with progress.stage(f"{variant.value}: infer + score on {target.name}"):
-            preds = variant_predictions(scope, plan, compiled, ComputedBy(
-                run_id, run_key, ctx.spec.name, ctx.device.name, utc_timestamp()), support)
+            preds = variant_predictions(scope, plan, compiled, scope.computed_by(run_id, run_key), support)
             ev = Evaluation(preds.eval, score_predictions(
                 ctx.scorers, preds.eval, scope.eval_samples, plan.reference, support, preds.support))
         if preds.computed_by is not None:
@@ -256,11 +268,8 @@ def variant_predictions(
         "pack": ctx.pack.digest,
         "samples": samples_digest(scope.eval_samples),
         "support": samples_digest(support),
-        "adapter": ctx.spec.model.adapter,
-        "adapter_options": with_file_digests(ctx.spec.model.adapter_options, ctx.spec.resolve_path),
         "graphs": {g: spec.model_dump(mode="json") for g, spec in ctx.spec.model.graphs.items()},
-        "code": code_digest([ctx.adapter, *ctx.scorers]),
-        "versions": runtime_versions(),
+        **adapter_key(ctx.spec, [ctx.adapter, *ctx.scorers]),
     }
     fresh: list[VariantPredictions] = []
 
