@@ -178,6 +178,20 @@ def test_the_real_qnn_librarys_chatter_goes_to_the_log(tmp_path: Path) -> None:
     assert "# LIBNATIVE:" in log.read_text()
 
 
+def test_a_bad_edgegate_cache_is_one_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgegate.errors import InputError
+    from edgegate.run.pipeline import artifact_cache_dir
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("EDGEGATE_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(InputError, match=r"^EDGEGATE_CACHE=.*/file/cache: cannot use it as the artifact cache \(Not a directory\)$"):
+        artifact_cache_dir(tmp_path)
+    monkeypatch.setenv("EDGEGATE_CACHE", str(tmp_path / "shared"))
+    assert artifact_cache_dir(tmp_path / "home") == tmp_path / "shared" and (tmp_path / "shared").is_dir()
+    monkeypatch.delenv("EDGEGATE_CACHE")
+    assert artifact_cache_dir(tmp_path / "home") == tmp_path / "home" / "artifacts"
+
+
 def test_eta_and_wall_time_text() -> None:
     assert eta_text(10.0, 1, 4) == " (10 s, ETA 30 s)"
     assert eta_text(40.0, 4, 4) == " (40 s)"

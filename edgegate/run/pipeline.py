@@ -105,7 +105,14 @@ def artifact_cache_dir(home: Path) -> Path:
     """$EDGEGATE_CACHE (e.g. a directory CI keeps between jobs), else HOME/artifacts. The
     cache is content-addressed and safe to share between runs and processes."""
     env = os.environ.get("EDGEGATE_CACHE")
-    return Path(env).absolute() if env else home / "artifacts"
+    if not env:
+        return home / "artifacts"
+    path = Path(env).absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"EDGEGATE_CACHE={env}: cannot use it as the artifact cache ({exc.strerror or exc})") from None
+    return path
 
 
 def _golden(
